@@ -1,0 +1,178 @@
+"""One connection's audio path: decode, resample, VAD, then recognition in the pool.
+
+:meth:`AudioPipeline.feed` is the hot path. It runs on the event loop for every audio frame
+and does only in-memory work (numpy decode, soxr, WebRTC VAD, appending bytes): no cache
+round trip and no thread hop. Recognition of an utterance runs in one asyncio task that sends
+its audio to a pooled recognizer in batches of ``BATCH_BYTES``.
+"""
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from sessions_app.audio.formats import TARGET_RATE, Decoder, FormatError
+from sessions_app.audio.recognizer import get_pool
+from sessions_app.audio.vad import Segmenter
+
+logger = structlog.get_logger(__name__)
+
+BATCH_BYTES = TARGET_RATE * 2 // 5  # 200 ms
+MAX_BACKLOG_BYTES = TARGET_RATE * 2 * 15  # 15 s of speech waiting for the recognizer
+MIN_UTTERANCE_BYTES = TARGET_RATE * 2 // 5  # shorter than 200 ms is not a command
+
+
+class Backlogged(Exception):
+    """Audio arrives faster than recognition keeps up, past the bounded backlog."""
+
+
+class Sink:
+    """What the pipeline reports; the consumer implements it."""
+
+    speech_started: Callable[[], Awaitable[None]]
+    speech_stopped: Callable[[], Awaitable[None]]
+    partial: Callable[[str, str], Awaitable[None]]
+    final: Callable[[str, str], Awaitable[None]]
+    failed: Callable[[str, str], Awaitable[None]]
+
+
+class _Utterance:
+    def __init__(self):
+        self.id = str(uuid.uuid4())
+        self.pending = bytearray()
+        self.total = 0
+        self.ended = False
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    def add(self, pcm: bytes) -> None:
+        self.pending += pcm
+        self.total += len(pcm)
+        if len(self.pending) >= BATCH_BYTES:
+            self.wake.set()
+
+    def end(self) -> None:
+        self.ended = True
+        self.wake.set()
+
+
+class AudioPipeline:
+    def __init__(self, *, encoding: str, sample_rate: int, sink: Sink):
+        self.decoder = Decoder(encoding=encoding, sample_rate=sample_rate)
+        self.segmenter = Segmenter()
+        self.sink = sink
+        self.utterance: _Utterance | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def encoding(self) -> str:
+        return self.decoder.encoding
+
+    @property
+    def sample_rate(self) -> int:
+        return self.decoder.sample_rate
+
+    def feed(self, chunk: bytes) -> None:
+        """One audio frame (the hot path). Raises FormatError or Backlogged."""
+        pcm = self.decoder.decode(chunk).tobytes()
+        self._segment(self.segmenter.feed(pcm))
+
+    def _segment(self, events) -> None:
+        for kind, data in events:
+            if kind == "start":
+                self._start(data or b"")
+            elif kind == "audio" and self.utterance is not None:
+                self.utterance.add(data)
+                if len(self.utterance.pending) > MAX_BACKLOG_BYTES:
+                    raise Backlogged()
+            elif kind == "stop":
+                self._stop()
+
+    def _start(self, preroll: bytes) -> None:
+        if self.utterance is not None:
+            self._stop()
+        utt = _Utterance()
+        utt.add(preroll)
+        self.utterance = utt
+        self._spawn(self.sink.speech_started())
+        utt.task = self._spawn(self._recognize(utt))
+
+    def _stop(self) -> None:
+        utt, self.utterance = self.utterance, None
+        if utt is not None:
+            utt.end()
+            self._spawn(self.sink.speech_stopped())
+
+    def commit(self) -> bool:
+        """``audio.commit``: end the utterance now. False if there was no speech to end."""
+        rest = self.segmenter.force_stop()
+        if self.utterance is None:
+            return False
+        self.utterance.add(rest)
+        self._stop()
+        return True
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _recognize(self, utt: _Utterance) -> None:
+        pool = get_pool()
+        loop = asyncio.get_running_loop()
+        recognizer = await pool.acquire()
+        inflight: asyncio.Future | None = None
+
+        async def run(fn, *args):
+            nonlocal inflight
+            inflight = loop.run_in_executor(pool.executor, fn, *args)
+            return await inflight
+
+        last_partial = ""
+        try:
+            await run(recognizer.start)
+            while True:
+                await utt.wake.wait()
+                utt.wake.clear()
+                batch = bytes(utt.pending)
+                utt.pending.clear()
+                if batch:
+                    partial = await run(recognizer.feed, batch)
+                    if partial and partial != last_partial and not utt.ended:
+                        last_partial = partial
+                        await self.sink.partial(utt.id, partial)
+                if utt.ended and not utt.pending:
+                    break
+            text = await run(recognizer.finish)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("recognition_failed", error_type=type(exc).__name__)
+            await self.sink.failed(utt.id, "recognition_failed")
+            return
+        finally:
+            # A cancelled wait leaves the thread still using the recognizer: release it only
+            # once that call has returned, so no two utterances ever share one.
+            if inflight is not None and not inflight.done():
+                inflight.add_done_callback(lambda _f: pool.release(recognizer))
+            else:
+                pool.release(recognizer)
+        if utt.total < MIN_UTTERANCE_BYTES or not text.strip():
+            await self.sink.failed(utt.id, "no_speech_recognized")
+            return
+        await self.sink.final(utt.id, text.strip())
+
+    async def close(self) -> None:
+        """Stop recognizing (the socket is gone); utterances in flight are dropped."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+
+__all__ = ["AudioPipeline", "Backlogged", "FormatError", "Sink"]

@@ -1,0 +1,64 @@
+"""Voice activity detection: WebRTC's VAD over 30 ms frames, with hysteresis.
+
+Speech starts when most of the last ~240 ms is voiced, and stops after ``SILENCE_MS`` of
+silence. The ~300 ms before the start is kept, so the first syllable is not cut.
+"""
+
+from collections import deque
+
+import webrtcvad
+
+from sessions_app.audio.formats import TARGET_RATE
+
+FRAME_MS = 30
+FRAME_BYTES = TARGET_RATE * FRAME_MS // 1000 * 2
+START_WINDOW = 8  # frames looked at to decide speech started
+START_VOICED = 5  # of which at least this many voiced
+SILENCE_MS = 600
+PREROLL_FRAMES = 10
+
+
+class Segmenter:
+    """Feed 16 kHz PCM16 bytes; get ("start", preroll), ("audio", frame), ("stop", None)."""
+
+    def __init__(self, *, aggressiveness: int = 2, silence_ms: int = SILENCE_MS):
+        self._vad = webrtcvad.Vad(aggressiveness)
+        self._pending = bytearray()
+        self._recent: deque[tuple[bytes, bool]] = deque(maxlen=max(START_WINDOW, PREROLL_FRAMES))
+        self._silence_limit = max(1, silence_ms // FRAME_MS)
+        self._silent = 0
+        self.in_speech = False
+
+    def feed(self, pcm: bytes) -> list[tuple[str, bytes | None]]:
+        self._pending += pcm
+        out: list[tuple[str, bytes | None]] = []
+        while len(self._pending) >= FRAME_BYTES:
+            frame = bytes(self._pending[:FRAME_BYTES])
+            del self._pending[:FRAME_BYTES]
+            voiced = self._vad.is_speech(frame, TARGET_RATE)
+            if not self.in_speech:
+                self._recent.append((frame, voiced))
+                window = list(self._recent)[-START_WINDOW:]
+                if sum(v for _, v in window) >= START_VOICED:
+                    self.in_speech = True
+                    self._silent = 0
+                    preroll = b"".join(f for f, _ in list(self._recent)[-PREROLL_FRAMES:])
+                    self._recent.clear()
+                    out.append(("start", preroll))
+            else:
+                out.append(("audio", frame))
+                self._silent = 0 if voiced else self._silent + 1
+                if self._silent >= self._silence_limit:
+                    self.in_speech = False
+                    self._silent = 0
+                    out.append(("stop", None))
+        return out
+
+    def force_stop(self) -> bytes:
+        """End the utterance now (``audio.commit``): what is left of it, if any."""
+        rest = bytes(self._pending)
+        self._pending.clear()
+        self._recent.clear()
+        self.in_speech = False
+        self._silent = 0
+        return rest

@@ -1,0 +1,444 @@
+"""``/ws/voice``: the socket of one voice session (CONTRACT section 2).
+
+The consumer is an interface: it parses frames, calls services, and forwards what the
+session's channel-layer group receives. Audio frames stay in memory: they are counted in
+process and flushed to the store once per tick, never one cache write per frame.
+"""
+
+import asyncio
+import base64
+import binascii
+import json
+import time
+from urllib.parse import parse_qs
+
+import structlog
+from asgiref.sync import sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.consumer import get_handler_name
+from django.conf import settings
+
+from sessions_app import selectors, services
+from sessions_app.audio.formats import ENCODINGS, SAMPLE_RATES, bytes_per_second
+from sessions_app.audio.pipeline import AudioPipeline, Backlogged, FormatError
+from tasks_app import selectors as task_selectors
+from tasks_app import services as task_services
+from voiceproject import clock
+from voiceproject.ids import parse_uuid
+from voiceproject.kv import KVUnavailable
+
+logger = structlog.get_logger(__name__)
+
+MAX_TEXT_CHARS = 2000
+_handle_utterance = sync_to_async(task_services.utterance_handle, thread_sensitive=False)
+_announce_reminder = sync_to_async(task_services.reminder_announce, thread_sensitive=False)
+_expire_draft = sync_to_async(task_services.task_expire_draft, thread_sensitive=False)
+_list_tasks = sync_to_async(task_selectors.task_list, thread_sensitive=False)
+
+
+class RateLimiter:
+    """A token bucket in bytes: audio may run ``factor`` times real time, after a burst."""
+
+    def __init__(self, *, bytes_per_second: float, factor: float, burst_seconds: float):
+        self.rate = bytes_per_second * factor
+        self.capacity = bytes_per_second * burst_seconds * factor
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+
+    def allow(self, n: int) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        self.tokens -= n
+        return self.tokens >= 0
+
+
+class VoiceConsumer(AsyncWebsocketConsumer):
+    session_id: str | None = None
+    conn_gen = 0
+    pipeline: AudioPipeline | None = None
+
+    # Channels runs ``aclose_old_connections`` (a thread hop) before every message; this
+    # service has no database on the socket path, so dispatch goes straight to the handler.
+    async def dispatch(self, message):
+        """Route a message to its handler, without the per-message DB clean-up."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def websocket_disconnect(self, message):
+        """Leave the group and stop (again without the DB clean-up)."""
+        for group in self.groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        await self.disconnect(message.get("code", 1006))
+        raise StopConsumer()
+
+    # connect ------------------------------------------------------------------------------------
+    async def connect(self):
+        """Check the token, take the session over, greet with ``session.ready``."""
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        session_id = parse_uuid((query.get("session_id") or [""])[0])
+        token = (query.get("token") or [""])[0]
+        self.groups = []
+        self.closing = False
+        self.replaced = False
+        self.tick_task = None
+        if session_id is None:
+            await self._refuse(4404, "session not found")
+            return
+        try:
+            record = await services.asession_connect(session_id=session_id, token=token)
+        except services.ConnectRefused as refused:
+            await self._refuse(refused.code, refused.reason)
+            return
+        except KVUnavailable:
+            await self._refuse(1011, "state unavailable")
+            return
+        self.session_id = session_id
+        self.conn_gen = int(record["conn_gen"])
+        self.expires_at = float(record["expires_at"])
+        self.group = services.group_name(session_id)
+        self.rx = self.processed = 0
+        self.errors_in_row = 0
+        self.audio_started = False
+        self.replayed_upto = 0
+        self.last_activity = time.monotonic()
+        self.reminders: dict[str, float] = {}
+        self.drafts: dict[str, float] = {}
+        self.speaking = False
+        self._configure_audio("pcm_s16le", 16000)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.groups = [self.group]
+        await self.accept()
+        await services.session_announce_takeover(session_id=session_id, conn_gen=self.conn_gen)
+        await self._send_ready()
+        await self._watch_tasks()
+        self.tick_task = asyncio.get_running_loop().create_task(self._tick_loop())
+
+    async def _refuse(self, code: int, reason: str) -> None:
+        logger.info("socket_refused", code=code, reason=reason)
+        await self.accept()
+        await self.close(code=code, reason=reason)
+
+    def _configure_audio(self, encoding: str, sample_rate: int) -> None:
+        self.pipeline = AudioPipeline(encoding=encoding, sample_rate=sample_rate, sink=self)
+        self.rate = RateLimiter(
+            bytes_per_second=bytes_per_second(encoding, sample_rate),
+            factor=settings.AUDIO_RATE_LIMIT_FACTOR,
+            burst_seconds=settings.AUDIO_RATE_BURST_SECONDS,
+        )
+
+    async def _send_ready(self) -> None:
+        await self._send_own(
+            {
+                "type": "session.ready",
+                "session_id": self.session_id,
+                "audio": {
+                    "encoding": self.pipeline.encoding,
+                    "sample_rate": self.pipeline.sample_rate,
+                    "channels": 1,
+                },
+                "limits": {
+                    "max_frame_bytes": settings.MAX_FRAME_BYTES,
+                    "idle_timeout_seconds": settings.IDLE_TIMEOUT_SECONDS,
+                    "max_audio_speed": settings.AUDIO_RATE_LIMIT_FACTOR,
+                    "expires_at": clock.iso(self.expires_at),
+                },
+            }
+        )
+
+    async def _watch_tasks(self) -> None:
+        """Pick up reminders still to announce and drafts still to expire (after a reconnect)."""
+        for task in await _list_tasks(session_id=self.session_id):
+            self._track_task(task, from_store=True)
+
+    # disconnect ---------------------------------------------------------------------------------
+    async def disconnect(self, code):
+        """Flush counts; the socket is gone, the session stays until its end of life."""
+        if self.session_id is None:
+            return
+        if self.tick_task is not None:
+            self.tick_task.cancel()
+        if self.pipeline is not None:
+            await self.pipeline.close()
+        try:
+            await self._flush_counters()
+            if not self.replaced:
+                await services.asession_detach(session_id=self.session_id, conn_gen=self.conn_gen)
+        except KVUnavailable:
+            logger.warning("state_unavailable_on_disconnect", session_id=self.session_id)
+        logger.info("socket_closed", session_id=self.session_id, code=code)
+
+    # frames from the client ---------------------------------------------------------------------
+    async def receive(self, text_data=None, bytes_data=None):
+        """A frame: binary is audio, text is a JSON message."""
+        if self.session_id is None or self.closing:
+            return
+        self.last_activity = time.monotonic()
+        if bytes_data is not None:
+            if len(bytes_data) > settings.MAX_FRAME_BYTES:
+                await self._close(4413, "frame too large")
+                return
+            await self._audio(bytes_data)
+            return
+        if text_data is None:
+            return
+        if len(text_data) > settings.MAX_FRAME_BYTES:
+            await self._close(4413, "frame too large")
+            return
+        try:
+            message = json.loads(text_data)
+        except ValueError:
+            await self._error("bad_json", "Frame is not valid JSON")
+            return
+        kind = message.get("type") if isinstance(message, dict) else None
+        handler = self.MESSAGE_HANDLERS.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            await self._error("unknown_type", "Unknown or missing message type")
+            return
+        self.errors_in_row = 0
+        await handler(self, message)
+
+    async def _audio(self, chunk: bytes) -> None:
+        """The hot path: rate check, count, decode and VAD in memory."""
+        if not self.rate.allow(len(chunk)):
+            await self._close(4429, "audio faster than real time")
+            return
+        self.audio_started = True
+        self.rx += 1
+        try:
+            self.pipeline.feed(chunk)
+        except FormatError:
+            await self._error("bad_audio", "Audio frame does not match the session's format")
+            return
+        except Backlogged:
+            await self._close(4429, "recognition cannot keep up")
+            return
+        self.processed += 1
+
+    async def on_session_update(self, message: dict) -> None:
+        audio = message.get("audio")
+        if not isinstance(audio, dict):
+            await self._error("bad_message", "session.update needs an audio object")
+            return
+        encoding = audio.get("encoding", self.pipeline.encoding)
+        rate = audio.get("sample_rate", self.pipeline.sample_rate)
+        if encoding not in ENCODINGS or type(rate) is not int or rate not in SAMPLE_RATES:
+            await self._error("bad_audio_format", "Unsupported encoding or sample rate")
+            return
+        if self.audio_started:
+            await self._error("audio_already_started", "Change the format before any audio")
+            return
+        self._configure_audio(encoding, rate)
+        await self._send_ready()
+
+    async def on_audio(self, message: dict) -> None:
+        data = message.get("data")
+        if not isinstance(data, str):
+            await self._error("bad_audio", "audio.data must be base64 text")
+            return
+        try:
+            chunk = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            await self._error("bad_audio", "audio.data is not valid base64")
+            return
+        await self._audio(chunk)
+
+    async def on_audio_commit(self, message: dict) -> None:
+        if not self.pipeline.commit():
+            await self._error("empty_commit", "There is no speech to commit")
+
+    async def on_text(self, message: dict) -> None:
+        text = message.get("text")
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT_CHARS:
+            await self._error("bad_text", f"text must be 1 to {MAX_TEXT_CHARS} characters")
+            return
+        await self._utterance(text.strip(), utterance_id=None)
+
+    async def on_ping(self, message: dict) -> None:
+        await self._send_own({"type": "pong"})
+
+    async def on_session_close(self, message: dict) -> None:
+        if not await services.session_aclose(session_id=self.session_id, reason="client"):
+            await self._close(1000, "session closed")
+
+    async def on_session_resume(self, message: dict) -> None:
+        last_seq = message.get("last_seq")
+        if type(last_seq) is not int or not 0 <= last_seq < 2**53:
+            await self._error("bad_message", "last_seq must be a whole number >= 0")
+            return
+        events, lost = await selectors.asession_replay(
+            session_id=self.session_id, after_seq=last_seq
+        )
+        if lost:
+            await self._error("events_lost", "Some events after last_seq are no longer buffered")
+        for event in events:
+            await self.send(text_data=json.dumps(event))
+            self.replayed_upto = max(self.replayed_upto, event["seq"])
+
+    MESSAGE_HANDLERS = {
+        "session.update": on_session_update,
+        "audio": on_audio,
+        "audio.commit": on_audio_commit,
+        "text": on_text,
+        "ping": on_ping,
+        "session.close": on_session_close,
+        "session.resume": on_session_resume,
+    }
+
+    # the pipeline's sink ------------------------------------------------------------------------
+    async def speech_started(self) -> None:
+        await self._status("listening")
+        await self._emit({"type": "speech.started"})
+
+    async def speech_stopped(self) -> None:
+        await self._emit({"type": "speech.stopped"})
+        await self._status("processing")
+
+    async def partial(self, utterance_id: str, text: str) -> None:
+        await self._emit({"type": "transcript.partial", "utterance_id": utterance_id, "text": text})
+
+    async def final(self, utterance_id: str, text: str) -> None:
+        await self._emit({"type": "transcript.final", "utterance_id": utterance_id, "text": text})
+        await self._utterance(text, utterance_id=utterance_id)
+
+    async def failed(self, utterance_id: str, code: str) -> None:
+        await self._error(code, "Nothing was recognized in that utterance", counts=False)
+        await self._status("connected")
+
+    async def _utterance(self, text: str, *, utterance_id: str | None) -> None:
+        """A final utterance, spoken or typed, to intents and tasks (off the loop)."""
+        import uuid
+
+        await self._status("processing")
+        try:
+            await _handle_utterance(
+                session_id=self.session_id, text=text, utterance_id=utterance_id or str(uuid.uuid4())
+            )
+        except KVUnavailable:
+            await self._error("state_unavailable", "Try again shortly", counts=False)
+        await self._status("connected")
+
+    # group events -------------------------------------------------------------------------------
+    async def session_event(self, message: dict) -> None:
+        """An event of the session, from any worker: forward it."""
+        event = message["event"]
+        if event.get("seq", 0) <= self.replayed_upto:
+            return  # already sent by a resume
+        if self.closing:
+            return
+        await self.send(text_data=json.dumps(event))
+        if event["type"] in ("task.created", "task.updated"):
+            self._track_task(event["task"], from_store=False)
+        elif event["type"] == "session.closed":
+            await self._close(1000, event.get("reason", "closed"))
+
+    async def session_takeover(self, message: dict) -> None:
+        """A newer socket of this session attached somewhere: this one is replaced."""
+        if int(message["conn_gen"]) > self.conn_gen and not self.closing:
+            self.replaced = True
+            await self._close(4409, "replaced by a newer connection")
+
+    def _track_task(self, task: dict, *, from_store: bool) -> None:
+        task_id = task["id"]
+        state = task["state"]
+        if state == "draft":
+            created = task["created_at"]
+            created_ts = float(created) if from_store else clock.now()
+            self.drafts[task_id] = created_ts + settings.DRAFT_TTL_SECONDS
+        else:
+            self.drafts.pop(task_id, None)
+        if task["type"] == "reminder" and state == "completed":
+            if from_store and task.get("announced") == "1":
+                return
+            self.reminders.setdefault(task_id, 0.0)
+        elif task["type"] == "reminder":
+            self.reminders.pop(task_id, None)
+
+    # the tick: counters, idle, end of life, due reminders ------------------------------------
+    async def _tick_loop(self) -> None:
+        while not self.closing:
+            await asyncio.sleep(settings.SOCKET_TICK_SECONDS)
+            try:
+                await self._tick()
+            except KVUnavailable:
+                logger.warning("state_unavailable_on_tick", session_id=self.session_id)
+            except Exception:
+                logger.exception("socket_tick_failed", session_id=self.session_id)
+
+    async def _tick(self) -> None:
+        await self._flush_counters()
+        if time.monotonic() - self.last_activity > settings.IDLE_TIMEOUT_SECONDS:
+            await self._close(4408, "idle timeout")
+            return
+        now = clock.now()
+        if now >= self.expires_at:
+            if not await services.session_aclose(session_id=self.session_id, reason="expired"):
+                await self._close(1000, "session expired")
+            return
+        for task_id, due in list(self.drafts.items()):
+            if now >= due:
+                self.drafts.pop(task_id, None)
+                await _expire_draft(task_id=task_id)
+        for task_id, due in list(self.reminders.items()):
+            if due == 0.0:
+                due = await self._reminder_due(task_id)
+                self.reminders[task_id] = due
+            if now >= due:
+                self.reminders.pop(task_id, None)
+                await _announce_reminder(task_id=task_id)
+
+    async def _reminder_due(self, task_id: str) -> float:
+        record = await sync_to_async(task_selectors.task_get, thread_sensitive=False)(
+            task_id=task_id
+        )
+        result = task_selectors.task_result(record=record) if record else None
+        return float((result or {}).get("due_ts") or float("inf"))
+
+    async def _flush_counters(self) -> None:
+        if self.rx or self.processed:
+            deltas = {
+                "audio_chunks_received": self.rx,
+                "audio_chunks_processed": self.processed,
+            }
+            self.rx = self.processed = 0
+            await services.asession_counters_add(session_id=self.session_id, deltas=deltas)
+
+    # sending ------------------------------------------------------------------------------------
+    async def _emit(self, event: dict) -> None:
+        await services.session_aemit(session_id=self.session_id, event=event)
+
+    async def _send_own(self, event: dict) -> None:
+        """An event for this socket only: it gets a seq, but no other socket sees it.
+
+        It goes through this socket's own channel, behind the group events already queued
+        there, so that events reach the client in the order their seqs were given.
+        """
+        out = await services.session_aemit(
+            session_id=self.session_id, event=event, broadcast=False
+        )
+        if out is not None:
+            await self.channel_layer.send(self.channel_name, {"type": "session.event", "event": out})
+
+    async def _error(self, code: str, message: str, *, counts: bool = True) -> None:
+        """A recoverable error: the socket stays open, until too many come in a row (4400)."""
+        if counts:
+            self.errors_in_row += 1
+            if self.errors_in_row > settings.PROTOCOL_ERROR_BUDGET:
+                await self._close(4400, "too many protocol errors")
+                return
+        await self._send_own({"type": "error", "code": code, "message": message})
+
+    async def _status(self, status: str) -> None:
+        await services.asession_set_status(
+            session_id=self.session_id, status=status, conn_gen=self.conn_gen
+        )
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        logger.info("socket_closing", session_id=self.session_id, code=code, reason=reason)
+        await self.close(code=code, reason=reason)

@@ -1,0 +1,70 @@
+"""Reads of voice sessions."""
+
+import json
+
+from sessions_app import store
+from voiceproject import clock
+from voiceproject.crypto import unseal
+from voiceproject.kv import aio
+
+
+def session_get(*, session_id: str) -> dict | None:
+    """The session record with typed fields, or None if there is no live session.
+
+    A session past its life reads as ``closed`` in the instant before its keys expire.
+    """
+    record = store.session_get(session_id=session_id)
+    if record is None:
+        return None
+    for field in ("created_at", "expires_at"):
+        record[field] = float(record[field])
+    for field in ("seq", "conn_gen", "message_count", "audio_chunks_received",
+                  "audio_chunks_processed"):
+        record[field] = int(record.get(field) or 0)
+    if record["expires_at"] <= clock.now():
+        record["status"] = "closed"
+    return record
+
+
+asession_get = aio(session_get)
+
+
+def session_stats(*, session_id: str) -> dict | None:
+    """Aggregate counts only: no PII, no text."""
+    from tasks_app.selectors import task_pending_count
+
+    record = session_get(session_id=session_id)
+    if record is None:
+        return None
+    return {
+        "session_id_truncated": session_id[:8],
+        "status": record["status"],
+        "age_seconds": round(max(0.0, clock.now() - record["created_at"]), 3),
+        "message_count": record["message_count"],
+        "pending_tasks_count": task_pending_count(session_id=session_id),
+        "audio_chunks_received": record["audio_chunks_received"],
+        "audio_chunks_processed": record["audio_chunks_processed"],
+        "device_type": record["device_type"],
+    }
+
+
+def session_messages(*, session_id: str) -> list[dict]:
+    """The session's message history, decrypted (never logged, never rendered to operators)."""
+    return [json.loads(unseal(session_id, m)) for m in store.messages_read(session_id=session_id)]
+
+
+def session_replay(*, session_id: str, after_seq: int) -> tuple[list[dict], bool]:
+    """Buffered events with ``seq > after_seq``, and whether some of them were lost."""
+    record = store.session_get(session_id=session_id)
+    if record is None:
+        return [], False
+    lost_upto = int(record.get("lost_upto") or 0)
+    events = [
+        {**json.loads(unseal(session_id, payload)), "seq": seq}
+        for seq, payload in store.events_read(session_id=session_id)
+        if seq > after_seq
+    ]
+    return events, lost_upto > after_seq
+
+
+asession_replay = aio(session_replay)

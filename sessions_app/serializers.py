@@ -1,0 +1,46 @@
+from rest_framework import serializers
+
+NAMESPACE_RE = r"^[A-Za-z0-9._:-]{1,128}$"
+PRINTABLE_RE = r"^[\x20-\x7e]*$"
+
+
+class _StrictText:
+    """Text fields that refuse numbers and booleans instead of converting them."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class TextField(_StrictText, serializers.CharField):
+    pass
+
+
+class PatternField(_StrictText, serializers.RegexField):
+    pass
+
+
+class SessionCreateSerializer(serializers.Serializer):
+    """The create body. The key hash's format is checked by the service (401, as the seed)."""
+
+    namespace_id = PatternField(NAMESPACE_RE, max_length=128)
+    key_hash = TextField(max_length=256, trim_whitespace=False)
+    device_type = PatternField(
+        PRINTABLE_RE, max_length=32, required=False, default="web"
+    )
+    client_version = PatternField(
+        PRINTABLE_RE, max_length=32, required=False, allow_null=True, allow_blank=True,
+        default=None,
+    )
+
+
+class SessionResponseSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    namespace_id = serializers.CharField()
+    status = serializers.CharField()
+    created_at = serializers.CharField()
+    websocket_url = serializers.CharField()
+    expires_at = serializers.CharField()
+    message_count = serializers.IntegerField()
+    pending_tasks_count = serializers.IntegerField()

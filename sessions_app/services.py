@@ -1,0 +1,275 @@
+"""Writes to voice sessions. Every change that sockets must see goes through here.
+
+:func:`session_emit` / :func:`session_aemit` are the one event path: they give an event the
+session's next ``seq``, keep it in the replay buffer, and send it to the session's group, so a
+consumer on any worker forwards it.
+"""
+
+import json
+import re
+import uuid
+from urllib.parse import urlencode
+
+import structlog
+from channels.layers import get_channel_layer
+from django.conf import settings
+from rest_framework import status
+from rest_framework.exceptions import APIException
+
+from sessions_app import store
+from sessions_app.tokens import TokenInvalid, token_issue, token_verify
+from voiceproject import clock
+from voiceproject.crypto import seal
+from voiceproject.kv import aio
+from voiceproject.layer import group_send_sync
+
+logger = structlog.get_logger(__name__)
+
+KEY_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+LIVE_STATUSES = ("created", "connected", "listening", "processing")
+CLOSED_STATUSES = ("closed", "error")
+
+
+class InvalidKeyHash(APIException):
+    status_code = status.HTTP_401_UNAUTHORIZED
+    default_detail = "Invalid encryption key hash"
+
+
+class TooManySessions(APIException):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+
+    def __init__(self):
+        super().__init__(
+            f"Maximum {settings.MAX_SESSIONS_PER_USER} concurrent sessions allowed"
+        )
+
+
+class ConnectRefused(Exception):
+    """A socket may not attach; ``code`` is the WebSocket close code to send."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def group_name(session_id: str) -> str:
+    """The channel-layer group of a session's sockets (passes Channels' name regex)."""
+    return "voice-session." + uuid.UUID(session_id).hex
+
+
+# create ---------------------------------------------------------------------------------------
+def session_create(
+    *, namespace_id: str, key_hash: str, device_type: str, client_version: str | None
+) -> dict:
+    """Create a session in a free slot of its namespace, or refuse (401, 429)."""
+    if settings.ENCRYPTION_ENABLED and not KEY_HASH_RE.match(key_hash):
+        logger.warning("session_key_hash_invalid")
+        raise InvalidKeyHash()
+    session_id = str(uuid.uuid4())
+    now = clock.now()
+    expires_at = now + store.session_ttl()
+    window = store.connect_window()
+    if not store.slot_acquire(
+        namespace_id=namespace_id, session_id=session_id, now=now, until=now + window
+    ):
+        logger.info("session_limit_reached", device_type=device_type)
+        raise TooManySessions()
+    record = {
+        "id": session_id,
+        "namespace_id": namespace_id,
+        "status": "created",
+        "created_at": now,
+        "expires_at": expires_at,
+        "connected_at": "",
+        "device_type": device_type,
+        "client_version": client_version or "",
+        "seq": 0,
+        "conn_gen": 0,
+        "message_count": 0,
+        "audio_chunks_received": 0,
+        "audio_chunks_processed": 0,
+    }
+    try:
+        store.session_put(session_id=session_id, record=record, ttl=window)
+    except Exception:
+        store.slot_release(namespace_id=namespace_id, session_id=session_id)
+        raise
+    logger.info("session_created", session_id=session_id, device_type=device_type)
+    return record
+
+
+def session_connect_url(*, session_id: str, host: str, secure: bool) -> str:
+    """A ``ws(s)://`` URL with a fresh one-time token: every GET hands out a new one."""
+    query = urlencode({"session_id": session_id, "token": token_issue(session_id=session_id)})
+    return f"{'wss' if secure else 'ws'}://{host}/ws/voice?{query}"
+
+
+# connect --------------------------------------------------------------------------------------
+def session_connect(*, session_id: str, token: str) -> dict:
+    """Attach a socket: check the token, claim it once, take over the session.
+
+    Returns the session record with ``conn_gen``, the generation of this connection: a newer
+    socket has a higher one, and older sockets close with 4409 when they hear of it.
+    """
+    try:
+        nonce = token_verify(token=token, session_id=session_id)
+    except TokenInvalid as exc:
+        raise ConnectRefused(4401, f"token {exc}") from exc
+    record = store.session_get(session_id=session_id)
+    if record is None or record["status"] in CLOSED_STATUSES:
+        raise ConnectRefused(4404, "session not found")
+    if not store.token_claim(nonce=nonce):
+        raise ConnectRefused(4401, "token already used")
+    counters = store.session_incr(session_id=session_id, deltas={"conn_gen": 1})
+    if counters is None:
+        raise ConnectRefused(4404, "session not found")
+    now = clock.now()
+    if not record["connected_at"]:
+        expires_at = float(record["expires_at"])
+        held = store.slot_extend(
+            namespace_id=record["namespace_id"], session_id=session_id, until=expires_at
+        ) or store.slot_acquire(
+            namespace_id=record["namespace_id"],
+            session_id=session_id,
+            now=now,
+            until=expires_at,
+        )
+        if not held:
+            _close_prepare(session_id, "abandoned")  # never connected: no socket to tell
+            raise ConnectRefused(4404, "session not found")
+        store.session_extend(session_id=session_id, ttl=max(1.0, expires_at - now))
+        store.session_update(session_id=session_id, fields={"connected_at": now})
+    store.session_update(session_id=session_id, fields={"status": "connected"})
+    record = store.session_get(session_id=session_id)
+    if record is None:
+        raise ConnectRefused(4404, "session not found")
+    record["conn_gen"] = counters["conn_gen"]
+    logger.info("session_connected", session_id=session_id, conn_gen=counters["conn_gen"])
+    return record
+
+
+asession_connect = aio(session_connect)
+
+
+def session_set_status(*, session_id: str, status: str, conn_gen: int) -> bool:
+    """Record what the session's socket is doing, if that socket is still the current one.
+
+    The guard on ``conn_gen`` is atomic: a replaced socket never overwrites the status that
+    its successor set.
+    """
+    return store.session_update_if_current(
+        session_id=session_id, conn_gen=conn_gen, fields={"status": status}
+    )
+
+
+asession_set_status = aio(session_set_status)
+
+
+def session_detach(*, session_id: str, conn_gen: int) -> bool:
+    """The current socket went away: the session waits (``created``) for a reconnect."""
+    return session_set_status(session_id=session_id, status="created", conn_gen=conn_gen)
+
+
+asession_detach = aio(session_detach)
+
+
+def session_counters_add(*, session_id: str, deltas: dict[str, int]) -> None:
+    """Add a batch of counts (flushed by a socket every tick, never per frame)."""
+    store.session_incr(session_id=session_id, deltas=deltas)
+
+
+asession_counters_add = aio(session_counters_add)
+
+
+def session_message_add(*, session_id: str, role: str, text: str) -> None:
+    """Keep a message (sealed) in the session's history and count it."""
+    item = seal(session_id, json.dumps({"role": role, "text": text, "at": clock.now()}))
+    store.message_append(session_id=session_id, item=item)
+    store.session_incr(session_id=session_id, deltas={"message_count": 1})
+
+
+asession_message_add = aio(session_message_add)
+
+
+# events ---------------------------------------------------------------------------------------
+def _event_stamp(session_id: str, event: dict, buffered: bool) -> dict | None:
+    payload = seal(session_id, json.dumps(event, separators=(",", ":")))
+    seq = store.event_append(session_id=session_id, payload=payload, buffered=buffered)
+    return None if seq is None else {**event, "seq": seq}
+
+
+_aevent_stamp = aio(_event_stamp)
+
+
+def _group_message(event: dict) -> dict:
+    return {"type": "session.event", "event": event}
+
+
+def session_emit(*, session_id: str, event: dict, broadcast: bool = True) -> dict | None:
+    """Give ``event`` the next seq and send it to every socket of the session.
+
+    With ``broadcast=False`` the event is for the calling socket only (``session.ready``,
+    ``pong``, ``error``): it gets a seq but is neither buffered nor sent; the caller sends it.
+    Returns None when the session no longer exists.
+    """
+    out = _event_stamp(session_id, event, broadcast)
+    if out is not None and broadcast:
+        group_send_sync(group_name(session_id), _group_message(out))
+    return out
+
+
+async def session_aemit(*, session_id: str, event: dict, broadcast: bool = True) -> dict | None:
+    """Async twin of :func:`session_emit`."""
+    out = await _aevent_stamp(session_id, event, broadcast)
+    if out is not None and broadcast:
+        await get_channel_layer().group_send(group_name(session_id), _group_message(out))
+    return out
+
+
+async def session_announce_takeover(*, session_id: str, conn_gen: int) -> None:
+    """Tell older sockets of the session, on any worker, that they are replaced."""
+    await get_channel_layer().group_send(
+        group_name(session_id), {"type": "session.takeover", "conn_gen": conn_gen}
+    )
+
+
+# close ----------------------------------------------------------------------------------------
+def _close_prepare(session_id: str, reason: str) -> dict | None:
+    """Stamp ``session.closed`` and discard the session's state; the event is still to send."""
+    from tasks_app import store as task_store
+
+    record = store.session_get(session_id=session_id)
+    if record is None:
+        return None
+    event = _event_stamp(session_id, {"type": "session.closed", "reason": reason}, True)
+    store.session_delete(session_id=session_id)
+    store.slot_release(namespace_id=record["namespace_id"], session_id=session_id)
+    task_store.session_index_forget(session_id=session_id)
+    logger.info("session_closed", session_id=session_id, reason=reason)
+    return event or {"type": "session.closed", "reason": reason, "seq": int(record["seq"]) + 1}
+
+
+_aclose_prepare = aio(_close_prepare)
+
+
+def session_close(*, session_id: str, reason: str) -> bool:
+    """Close a session (DELETE, ``session.close``, end of life): its live socket gets 1000.
+
+    Messages, audio state and the replay buffer are discarded; tasks stay readable under
+    ``/api/v1/tasks`` until their own TTL. Returns False when there was no such session.
+    """
+    event = _close_prepare(session_id, reason)
+    if event is None:
+        return False
+    group_send_sync(group_name(session_id), _group_message(event))
+    return True
+
+
+async def session_aclose(*, session_id: str, reason: str) -> bool:
+    """Async twin of :func:`session_close`."""
+    event = await _aclose_prepare(session_id, reason)
+    if event is None:
+        return False
+    await get_channel_layer().group_send(group_name(session_id), _group_message(event))
+    return True

@@ -1,0 +1,145 @@
+"""Every cache key and TTL of a voice session. Nothing else touches session state.
+
+Keys (under the cache's ``KEY_PREFIX``):
+
+* ``s:<id>``       hash: the session record, its counters, ``seq``, ``conn_gen``, ``lost_upto``
+* ``s:<id>:ev``    list: the replay buffer, ``"<seq> <sealed event>"``, capped
+* ``s:<id>:msg``   list: sealed messages (user utterances and replies), capped
+* ``ns:<sha>:live`` sorted set: live sessions of one namespace, scored by lease end
+* ``tok:<nonce>``  a used connect token (set-if-absent makes tokens one-time)
+
+TTLs: a new session lives ``CONNECT_WINDOW_SECONDS`` until its first connect, which extends it
+to ``SESSION_TTL_HOURS`` from creation. The lease in the namespace set has the same end, so an
+abandoned or expired session stops counting toward the limit at once, with no sweeper.
+The namespace id is hashed in its key, so key names reveal no namespace.
+"""
+
+import hashlib
+
+from django.conf import settings
+
+from voiceproject.kv import aio, get_kv
+
+
+def _key(*parts: str) -> str:
+    return ":".join(parts)
+
+
+def _session_key(session_id: str) -> str:
+    return _key("s", session_id)
+
+
+def _namespace_key(namespace_id: str) -> str:
+    digest = hashlib.sha256(namespace_id.encode()).hexdigest()[:32]
+    return _key("ns", digest, "live")
+
+
+def session_ttl() -> float:
+    return settings.SESSION_TTL_HOURS * 3600
+
+
+def connect_window() -> float:
+    return settings.CONNECT_WINDOW_SECONDS
+
+
+# session record ---------------------------------------------------------------------------
+def session_put(*, session_id: str, record: dict, ttl: float) -> None:
+    get_kv().hash_create(_session_key(session_id), record, ttl)
+
+
+def session_get(*, session_id: str) -> dict | None:
+    return get_kv().hash_get(_session_key(session_id))
+
+
+def session_update(*, session_id: str, fields: dict) -> bool:
+    """Change fields of a session that still exists; never resurrects a closed one."""
+    return get_kv().hash_update(_session_key(session_id), fields)
+
+
+def session_update_if_current(*, session_id: str, conn_gen: int, fields: dict) -> bool:
+    """Change fields only while ``conn_gen`` is the session's newest connection (atomic)."""
+    ok, _ = get_kv().hash_cas(_session_key(session_id), "conn_gen", (str(conn_gen),), fields)
+    return ok
+
+
+def session_incr(*, session_id: str, deltas: dict[str, int]) -> dict[str, int] | None:
+    return get_kv().hash_incr(_session_key(session_id), deltas)
+
+
+def session_extend(*, session_id: str, ttl: float) -> None:
+    kv = get_kv()
+    for key in (_session_key(session_id), _key("s", session_id, "ev")):
+        kv.expire(key, ttl)
+
+
+def session_delete(*, session_id: str) -> None:
+    sk = _session_key(session_id)
+    get_kv().delete(sk, _key(sk, "ev"), _key(sk, "msg"))
+
+
+def session_ttl_left(*, session_id: str) -> float | None:
+    return get_kv().ttl(_session_key(session_id))
+
+
+# namespace slots ----------------------------------------------------------------------------
+def slot_acquire(*, namespace_id: str, session_id: str, now: float, until: float) -> bool:
+    """Take one of the namespace's ``MAX_SESSIONS_PER_USER`` slots, atomically."""
+    return get_kv().lease_acquire(
+        _namespace_key(namespace_id),
+        session_id,
+        limit=settings.MAX_SESSIONS_PER_USER,
+        now=now,
+        until=until,
+        ttl=session_ttl(),
+    )
+
+
+def slot_extend(*, namespace_id: str, session_id: str, until: float) -> bool:
+    return get_kv().lease_extend(
+        _namespace_key(namespace_id), session_id, until=until, ttl=session_ttl()
+    )
+
+
+def slot_release(*, namespace_id: str, session_id: str) -> None:
+    get_kv().lease_release(_namespace_key(namespace_id), session_id)
+
+
+def slot_count(*, namespace_id: str, now: float) -> int:
+    return get_kv().lease_count(_namespace_key(namespace_id), now=now)
+
+
+# connect tokens -------------------------------------------------------------------------------
+def token_claim(*, nonce: str) -> bool:
+    """True the first time a token's nonce is used, False on every replay."""
+    return get_kv().claim(_key("tok", nonce), connect_window() + 5)
+
+
+# events and messages ----------------------------------------------------------------------------
+def event_append(*, session_id: str, payload: str, buffered: bool) -> int | None:
+    """Next ``seq`` of the session (None when it is gone); buffered events are kept for resume."""
+    sk = _session_key(session_id)
+    return get_kv().emit(
+        sk, _key(sk, "ev"), payload=payload, cap=settings.EVENT_BUFFER_SIZE, buffered=buffered
+    )
+
+
+def events_read(*, session_id: str) -> list[tuple[int, str]]:
+    return get_kv().buffer_read(_key(_session_key(session_id), "ev"))
+
+
+def message_append(*, session_id: str, item: str) -> None:
+    sk = _session_key(session_id)
+    kv = get_kv()
+    ttl = kv.ttl(sk) or 1
+    kv.list_push(_key(sk, "msg"), item, cap=settings.MESSAGE_HISTORY_SIZE, ttl=ttl)
+
+
+def messages_read(*, session_id: str) -> list[str]:
+    return get_kv().list_read(_key(_session_key(session_id), "msg"))
+
+
+asession_get = aio(session_get)
+asession_update = aio(session_update)
+asession_incr = aio(session_incr)
+aevent_append = aio(event_append)
+aevents_read = aio(events_read)

@@ -1,0 +1,102 @@
+"""``/api/v1/sessions``: the seed's wire contract on DRF viewsets."""
+
+from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
+
+from sessions_app import selectors, services
+from sessions_app.serializers import SessionCreateSerializer
+from tasks_app.selectors import task_list, task_pending_count
+from tasks_app.serializers import TaskListQuerySerializer
+from tasks_app.services import task_response
+from voiceproject.clock import iso
+from voiceproject.errors import NotFound
+from voiceproject.ids import parse_uuid
+
+
+class SessionCreateThrottle(SimpleRateThrottle):
+    """Session creates per client IP, counted in the ``throttle`` cache (all workers share it)."""
+
+    scope = "session_create"
+
+    def __init__(self):
+        from django.core.cache import caches
+
+        self.cache = caches["throttle"]
+        super().__init__()
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+def _session_or_404(pk: str) -> dict:
+    session_id = parse_uuid(pk)
+    record = selectors.session_get(session_id=session_id) if session_id else None
+    if record is None:
+        raise NotFound("Session not found")
+    return record
+
+
+def _render(request, record: dict) -> dict:
+    url = None
+    if record["status"] != "closed":
+        url = services.session_connect_url(
+            session_id=record["id"], host=request.get_host(), secure=request.is_secure()
+        )
+    return {
+        "id": record["id"],
+        "namespace_id": record["namespace_id"],
+        "status": record["status"],
+        "created_at": iso(record["created_at"]),
+        "websocket_url": url,
+        "expires_at": iso(record["expires_at"]),
+        "message_count": int(record.get("message_count") or 0),
+        "pending_tasks_count": task_pending_count(session_id=record["id"]),
+    }
+
+
+class SessionViewSet(viewsets.ViewSet):
+    lookup_value_regex = "[^/]+"
+
+    def get_throttles(self):
+        return [SessionCreateThrottle()] if self.action == "create" else []
+
+    def create(self, request):
+        """Create a session; the answer carries a ``websocket_url`` with a one-time token."""
+        if not isinstance(request.data, dict):
+            raise ValidationError({"non_field_errors": ["Expected a JSON object."]})
+        body = SessionCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        record = services.session_create(**body.validated_data)
+        return Response(_render(request, record))
+
+    def retrieve(self, request, pk=None):
+        """The session's state, with a fresh ``websocket_url`` (how a client reconnects)."""
+        return Response(_render(request, _session_or_404(pk)))
+
+    def destroy(self, request, pk=None):
+        """Close the session: its live socket, on any worker, gets 1000."""
+        record = _session_or_404(pk)
+        if not services.session_close(session_id=record["id"], reason="deleted"):
+            raise NotFound("Session not found")
+        return Response({"status": "closed", "session_id": record["id"]})
+
+    @action(detail=True, methods=["get"])
+    def tasks(self, request, pk=None):
+        """The session's tasks, optionally ``?state=``."""
+        record = _session_or_404(pk)
+        query = TaskListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        tasks = task_list(session_id=record["id"], state=query.validated_data.get("state"))
+        return Response([task_response(t) for t in tasks])
+
+    @action(detail=True, methods=["get"])
+    def stats(self, request, pk=None):
+        """Aggregate counts, no PII."""
+        record = _session_or_404(pk)
+        stats = selectors.session_stats(session_id=record["id"])
+        if stats is None:
+            raise NotFound("Session not found")
+        return Response(stats)

@@ -1,0 +1,63 @@
+"""Every cache key and TTL of tasks.
+
+* ``t:<id>``          hash: the task (its text and result sealed), TTL ``TASK_TTL_HOURS``
+* ``ts:<session id>`` sorted set: the session's task ids by creation time, gone with the session
+"""
+
+from django.conf import settings
+
+from voiceproject.kv import aio, get_kv
+
+
+def _task_key(task_id: str) -> str:
+    return "t:" + task_id
+
+
+def _index_key(session_id: str) -> str:
+    return "ts:" + session_id
+
+
+def task_ttl() -> float:
+    return settings.TASK_TTL_HOURS * 3600
+
+
+def task_put(*, task_id: str, record: dict) -> None:
+    get_kv().hash_create(_task_key(task_id), record, task_ttl())
+
+
+def task_get(*, task_id: str) -> dict | None:
+    return get_kv().hash_get(_task_key(task_id))
+
+
+def task_cas(
+    *, task_id: str, allowed_from: tuple[str, ...], fields: dict
+) -> tuple[bool, str | None]:
+    """Apply ``fields`` only if the task's state is one of ``allowed_from`` (atomic)."""
+    return get_kv().hash_cas(_task_key(task_id), "state", allowed_from, fields)
+
+
+def task_update(*, task_id: str, fields: dict) -> bool:
+    return get_kv().hash_update(_task_key(task_id), fields)
+
+
+def task_claim_announcement(*, task_id: str) -> bool:
+    """True for exactly one caller: the one that announces a due reminder."""
+    ok, _ = get_kv().hash_cas(_task_key(task_id), "announced", ("0",), {"announced": "1"})
+    return ok
+
+
+def session_index_add(*, session_id: str, task_id: str, created_at: float) -> None:
+    ttl = settings.SESSION_TTL_HOURS * 3600
+    get_kv().index_add(_index_key(session_id), task_id, created_at, ttl)
+
+
+def session_index(*, session_id: str) -> list[str]:
+    """Task ids of a session, oldest first."""
+    return get_kv().index_members(_index_key(session_id))
+
+
+def session_index_forget(*, session_id: str) -> None:
+    get_kv().delete(_index_key(session_id))
+
+
+atask_get = aio(task_get)

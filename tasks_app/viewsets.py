@@ -1,0 +1,46 @@
+"""``/api/v1/tasks``: read a task, its result, confirm or cancel it."""
+
+from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from tasks_app import selectors, services
+from voiceproject.errors import Conflict
+from voiceproject.ids import parse_uuid
+
+
+def _task_or_404(pk: str) -> dict:
+    task_id = parse_uuid(pk)
+    record = selectors.task_get(task_id=task_id) if task_id else None
+    if record is None:
+        raise services.TaskNotFound()
+    return record
+
+
+class TaskViewSet(viewsets.ViewSet):
+    lookup_value_regex = "[^/]+"
+
+    def retrieve(self, request, pk=None):
+        """One task."""
+        return Response(services.task_response(_task_or_404(pk)))
+
+    @action(detail=True, methods=["get"])
+    def result(self, request, pk=None):
+        """The handler's result; 409 while the task has none."""
+        record = _task_or_404(pk)
+        result = selectors.task_result(record=record)
+        if result is None:
+            raise Conflict(f"Task is {record['state']}; it has no result")
+        return Response(result)
+
+    @action(detail=True, methods=["post"])
+    def confirm(self, request, pk=None):
+        """``draft`` to ``queued``."""
+        record = _task_or_404(pk)
+        return Response(services.task_response(services.task_confirm(task_id=record["id"])))
+
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Any pending state to ``cancelled``."""
+        record = _task_or_404(pk)
+        return Response(services.task_response(services.task_cancel(task_id=record["id"])))

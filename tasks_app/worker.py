@@ -1,0 +1,15 @@
+"""The channel-layer worker that runs task handlers apart from the socket workers.
+
+Serve it with ``python manage.py runworker voice-tasks`` (used when ``TASK_RUNNER=worker``,
+the default with ``REDIS_URL``). Channels runs ``SyncConsumer`` handlers in a thread.
+"""
+
+from channels.consumer import SyncConsumer
+
+from tasks_app.services import task_run
+
+
+class TaskWorker(SyncConsumer):
+    def task_run(self, message):
+        """Run one queued task."""
+        task_run(task_id=str(message.get("task_id", "")))

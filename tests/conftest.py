@@ -1,0 +1,165 @@
+"""Fixtures: back ends (local memory, or a real Redis), clients, sessions.
+
+Redis tests use ``REDIS_TEST_URL`` (default ``redis://127.0.0.1:6379/15``) and flush that
+database around each test. Without a Redis they skip, unless ``CI`` or ``REQUIRE_REDIS`` is
+set: then they fail, so CI can never pass by skipping them.
+"""
+
+import asyncio
+import os
+
+import pytest
+import redis
+from asgiref.sync import sync_to_async
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.core.cache import caches
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from voiceproject import clock, kv
+
+REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
+KEY_HASH = "sha256:" + "ab" * 32
+
+
+def _redis_required() -> bool:
+    return bool(os.environ.get("CI") or os.environ.get("REQUIRE_REDIS"))
+
+
+def redis_or_skip() -> str:
+    try:
+        redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        if _redis_required():
+            pytest.fail(f"Redis is required (CI/REQUIRE_REDIS set) but {REDIS_TEST_URL}: {exc}")
+        pytest.skip(f"no Redis at {REDIS_TEST_URL} ({exc}); set REDIS_TEST_URL to run these")
+    return REDIS_TEST_URL
+
+
+def redis_settings(url: str) -> dict:
+    options = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+    return {
+        "REDIS_URL": url,
+        "CACHES": {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": url,
+                "KEY_PREFIX": "vs-test",
+                "OPTIONS": options,
+            },
+            "throttle": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": url,
+                "KEY_PREFIX": "vs-test-throttle",
+                "OPTIONS": options,
+            },
+        },
+        "CHANNEL_LAYERS": {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [url], "prefix": "vs-test-layer"},
+            }
+        },
+    }
+
+
+def _reset_state() -> None:
+    kv.reset_kv()
+    for alias in ("default", "throttle"):
+        caches[alias].clear()
+    clock.reset()
+
+
+@pytest.fixture(autouse=True)
+def clean_state():
+    """Every test starts with empty state and the real clock."""
+    _reset_state()
+    channel_layers.backends.clear()
+    yield
+    _reset_state()
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
+def redis_backend():
+    """Switch state and the channel layer to a real Redis for one test."""
+    url = redis_or_skip()
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    with override_settings(**redis_settings(url)):
+        kv.reset_kv()
+        channel_layers.backends.clear()
+        yield client
+        kv.reset_kv()
+        channel_layers.backends.clear()
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(params=["locmem", "redis"])
+def backend(request):
+    """Run a test once on local memory and once on Redis."""
+    if request.param == "redis":
+        yield request.getfixturevalue("redis_backend")
+    else:
+        yield None
+
+
+@pytest.fixture
+def api():
+    return APIClient()
+
+
+def create_session(client: APIClient, namespace_id: str = "user-1", **extra) -> dict:
+    body = {"namespace_id": namespace_id, "key_hash": KEY_HASH, **extra}
+    response = client.post("/api/v1/sessions", body, format="json")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+@pytest.fixture
+def session(api):
+    return create_session(api)
+
+
+def ws_path(session: dict) -> str:
+    """The path and query of a session's websocket_url, for WebsocketCommunicator."""
+    url = session["websocket_url"]
+    return url[url.index("/ws/voice") :]
+
+
+async def connect(session: dict, *, headers=None) -> tuple[WebsocketCommunicator, dict]:
+    """Open the session's socket through the real ASGI application; returns it and ``ready``."""
+    from voiceproject.asgi import application
+
+    comm = WebsocketCommunicator(application, ws_path(session), headers=headers or [])
+    connected, _ = await comm.connect()
+    assert connected
+    ready = await comm.receive_json_from(timeout=5)
+    assert ready["type"] == "session.ready", ready
+    return comm, ready
+
+
+async def receive_until(comm: WebsocketCommunicator, event_type: str, timeout: float = 5):
+    """Events up to and including the first of ``event_type``."""
+    seen = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        event = await comm.receive_json_from(timeout=max(0.01, deadline - loop.time()))
+        seen.append(event)
+        if event["type"] == event_type:
+            return seen
+
+
+async def aget(client: APIClient, path: str):
+    return await sync_to_async(client.get, thread_sensitive=False)(path)
+
+
+async def apost(client: APIClient, path: str, body=None):
+    return await sync_to_async(client.post, thread_sensitive=False)(path, body, format="json")
+
+
+async def adelete(client: APIClient, path: str):
+    return await sync_to_async(client.delete, thread_sensitive=False)(path)

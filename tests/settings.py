@@ -1,0 +1,11 @@
+"""Settings for the test suite: the real settings, with a test secret and a fast socket tick."""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789")
+os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
+os.environ.setdefault("SOCKET_TICK_SECONDS", "0.05")
+os.environ.setdefault("SESSION_CREATE_RATE", "100000/min")
+os.environ.pop("REDIS_URL", None)  # the suite chooses back ends per test
+
+from voiceproject.settings import *  # noqa: E402, F403

@@ -1,0 +1,55 @@
+"""ASGI entry point: ``daphne voiceproject.asgi:application``."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceproject.settings")
+django_asgi_app = get_asgi_application()  # sets Django up before consumers are imported
+
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import OriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from tasks_app.worker import TaskWorker  # noqa: E402
+from voiceproject.layer import remember_serving_loop  # noqa: E402
+from voiceproject.routing import websocket_urlpatterns  # noqa: E402
+
+
+class NativeClientOriginValidator(OriginValidator):
+    """``AllowedHostsOriginValidator``, except that a missing Origin passes.
+
+    Browsers always send Origin, so a foreign or ``null`` one is refused at the handshake
+    (403): that stops cross-site socket hijacking. Native mobile clients send none; Channels'
+    own validator would refuse them, the contract lets them through.
+    """
+
+    def valid_origin(self, parsed_origin):
+        if parsed_origin is None:
+            return True
+        return self.validate_origin(parsed_origin)
+
+
+def _allowed_origins() -> list[str]:
+    hosts = list(settings.ALLOWED_HOSTS)
+    if settings.DEBUG and not hosts:
+        hosts = [".localhost", "127.0.0.1", "[::1]"]
+    return hosts
+
+
+_router = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": NativeClientOriginValidator(
+            URLRouter(websocket_urlpatterns), _allowed_origins()
+        ),
+        "channel": ChannelNameRouter({settings.TASK_WORKER_CHANNEL: TaskWorker.as_asgi()}),
+    }
+)
+
+
+async def application(scope, receive, send):
+    """The router, noting which loop serves this process's sockets (see voiceproject.layer)."""
+    if scope["type"] == "websocket":
+        remember_serving_loop()
+    return await _router(scope, receive, send)

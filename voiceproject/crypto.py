@@ -1,0 +1,51 @@
+"""Encryption at rest for what users say: AES-GCM under a key derived per session.
+
+The key is HKDF-SHA256 of ``SECRET_KEY`` with the session id as context, so a dump of Redis
+shows ciphertext only, and one session's key opens no other session's data. The session id is
+also bound as associated data. With ``ENCRYPTION_ENABLED`` off, values are stored as they are.
+"""
+
+import base64
+import functools
+import os
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
+
+_PREFIX = "v1:"
+
+
+@functools.lru_cache(maxsize=4096)
+def _aead(secret_key: str, session_id: str) -> AESGCM:
+    key = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=b"voice-session-at-rest",
+        info=b"session:" + session_id.encode(),
+    ).derive(secret_key.encode())
+    return AESGCM(key)
+
+
+def seal(session_id: str, plaintext: str) -> str:
+    """Encrypt ``plaintext`` for ``session_id`` (identity when encryption is off)."""
+    if not settings.ENCRYPTION_ENABLED:
+        return plaintext
+    nonce = os.urandom(12)
+    ct = _aead(settings.SECRET_KEY, session_id).encrypt(
+        nonce, plaintext.encode(), session_id.encode()
+    )
+    return _PREFIX + base64.b64encode(nonce + ct).decode()
+
+
+def unseal(session_id: str, stored: str) -> str:
+    """Decrypt what :func:`seal` stored. With encryption off, values pass through."""
+    if not settings.ENCRYPTION_ENABLED or not stored.startswith(_PREFIX):
+        return stored
+    raw = base64.b64decode(stored[len(_PREFIX) :])
+    return (
+        _aead(settings.SECRET_KEY, session_id)
+        .decrypt(raw[:12], raw[12:], session_id.encode())
+        .decode()
+    )

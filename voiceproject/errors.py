@@ -1,0 +1,50 @@
+"""One error shape for the API: ``{"detail": "..."}`` (400s carry DRF's field errors)."""
+
+import structlog
+from django.core.exceptions import RequestDataTooBig
+from django.http import JsonResponse
+from rest_framework import status
+from rest_framework.exceptions import APIException
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from voiceproject.kv import KVUnavailable
+
+logger = structlog.get_logger(__name__)
+
+
+class NotFound(APIException):
+    status_code = status.HTTP_404_NOT_FOUND
+    default_detail = "Not found"
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "Conflict"
+
+
+class StateUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "Session state is unavailable, try again shortly"
+
+
+def exception_handler(exc, context):
+    """DRF's handler, plus 413 for oversized bodies and 503 when the state store is down."""
+    if isinstance(exc, RequestDataTooBig):
+        return Response({"detail": "Request body too large"}, status=413)
+    if isinstance(exc, KVUnavailable):
+        logger.warning("state_unavailable", error=str(exc))
+        exc = StateUnavailable()
+    return drf_exception_handler(exc, context)
+
+
+def json_404(request, exception=None):
+    return JsonResponse({"detail": "Not found"}, status=404)
+
+
+def json_500(request):
+    return JsonResponse({"detail": "Internal server error"}, status=500)
+
+
+def json_400(request, exception=None):
+    return JsonResponse({"detail": "Bad request"}, status=400)

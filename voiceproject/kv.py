@@ -1,0 +1,493 @@
+"""Atomic primitives over Django's default cache, for the apps' ``store`` modules.
+
+This module knows no key and no TTL of its own: ``sessions_app.store`` and
+``tasks_app.store`` build every key and choose every TTL, then call these primitives. There are
+two implementations behind one interface:
+
+* ``LocalKV`` for the local-memory cache (one process): values are Python structures in
+  ``LocMemCache``, and one process lock makes each read-modify-write atomic.
+* ``RedisKV`` for Redis or Valkey (many processes): each read-modify-write that could race
+  across workers is one Lua script, so it is atomic on the server.
+
+Every key written here carries an expiry; nothing lives forever.
+
+Async callers use :func:`aio`: with the local backend the call runs inline (no thread hop,
+it is a dict operation); with Redis it runs in a worker thread, because the socket must not
+block the event loop. Neither happens per audio frame.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
+
+class KVUnavailable(Exception):
+    """The state back end did not answer (Redis down or timing out)."""
+
+
+# --------------------------------------------------------------------------------------
+# Lua scripts: each is one atomic step on the Redis server.
+# --------------------------------------------------------------------------------------
+
+# KEYS[1] lease zset. ARGV: member, limit, now, until, ttl_ms.
+# Drops expired leases, refuses when the namespace is full, else adds the lease.
+_LUA_LEASE_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+local ttl = tonumber(ARGV[5])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+"""
+
+# KEYS[1] lease zset. ARGV: member, until, ttl_ms. Extends an existing lease only.
+_LUA_LEASE_EXTEND = """
+local n = redis.call('ZADD', KEYS[1], 'XX', 'CH', ARGV[2], ARGV[1])
+local ttl = tonumber(ARGV[3])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return redis.call('ZSCORE', KEYS[1], ARGV[1]) and 1 or 0
+"""
+
+# KEYS[1] hash. ARGV: field, value, field, value, ... Only if the hash exists (keeps TTL).
+_LUA_HUPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+# KEYS[1] hash. ARGV: field, delta, ... Only if the hash exists; returns new values.
+_LUA_HINCR = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+local out = {}
+for i = 1, #ARGV, 2 do
+  out[#out + 1] = redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+return out
+"""
+
+# KEYS[1] hash. ARGV: field, allowed_csv, then field/value pairs to set on success.
+# Returns {1, old} when the field's value was one of the allowed ones, {0, current} else.
+_LUA_HCAS = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return {0, false} end
+for v in string.gmatch(ARGV[2], '[^,]+') do
+  if v == cur then
+    if #ARGV > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
+    return {1, cur}
+  end
+end
+return {0, cur}
+"""
+
+# KEYS[1] session hash, KEYS[2] buffer list. ARGV: seq field, lost field, payload, cap, buffered.
+# One event: next seq from the hash; when buffered, append "seq payload" to the capped list,
+# and remember the highest seq that fell out so a resume can say events were lost.
+_LUA_EMIT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+local seq = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+if ARGV[5] == '1' then
+  redis.call('RPUSH', KEYS[2], seq .. ' ' .. ARGV[3])
+  if redis.call('LLEN', KEYS[2]) > tonumber(ARGV[4]) then
+    local old = redis.call('LPOP', KEYS[2])
+    redis.call('HSET', KEYS[1], ARGV[2], string.match(old, '^(%d+)'))
+  end
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+return seq
+"""
+
+# KEYS[1] list. ARGV: item, cap, ttl_ms.
+_LUA_LPUSH_CAPPED = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return redis.call('LLEN', KEYS[1])
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+class RedisKV:
+    """Primitives on Redis; the connection pool is the one Django's cache uses."""
+
+    def __init__(self, cache):
+        self._cache = cache
+        self._client = cache._cache.get_client(write=True)
+        self._scripts = {
+            name: self._client.register_script(src)
+            for name, src in {
+                "lease_acquire": _LUA_LEASE_ACQUIRE,
+                "lease_extend": _LUA_LEASE_EXTEND,
+                "hupdate": _LUA_HUPDATE,
+                "hincr": _LUA_HINCR,
+                "hcas": _LUA_HCAS,
+                "emit": _LUA_EMIT,
+                "list_push": _LUA_LPUSH_CAPPED,
+            }.items()
+        }
+
+    local = False
+
+    def _k(self, key: str) -> str:
+        return self._cache.make_key(key)
+
+    def _run(self, name: str, keys: list[str], args: list[Any]):
+        try:
+            return self._scripts[name](keys=[self._k(k) for k in keys], args=args)
+        except Exception as exc:  # redis.ConnectionError, TimeoutError, ...
+            raise _wrap(exc) from exc
+
+    def _call(self, method: str, *args, **kwargs):
+        try:
+            return getattr(self._client, method)(*args, **kwargs)
+        except Exception as exc:
+            raise _wrap(exc) from exc
+
+    # hashes ---------------------------------------------------------------------------
+    def hash_create(self, key: str, mapping: dict[str, Any], ttl: float) -> None:
+        k = self._k(key)
+        try:
+            with self._client.pipeline(transaction=True) as p:
+                p.delete(k)
+                p.hset(k, mapping={f: _enc(v) for f, v in mapping.items()})
+                p.pexpire(k, _ms(ttl))
+                p.execute()
+        except Exception as exc:
+            raise _wrap(exc) from exc
+
+    def hash_get(self, key: str) -> dict[str, str] | None:
+        raw = self._call("hgetall", self._k(key))
+        if not raw:
+            return None
+        return {f.decode(): v.decode() for f, v in raw.items()}
+
+    def hash_update(self, key: str, mapping: dict[str, Any]) -> bool:
+        args: list[Any] = []
+        for f, v in mapping.items():
+            args += [f, _enc(v)]
+        return bool(self._run("hupdate", [key], args))
+
+    def hash_incr(self, key: str, deltas: dict[str, int]) -> dict[str, int] | None:
+        args: list[Any] = []
+        for f, d in deltas.items():
+            args += [f, int(d)]
+        out = self._run("hincr", [key], args)
+        return None if out is None else dict(zip(deltas, (int(x) for x in out), strict=True))
+
+    def hash_cas(
+        self, key: str, field: str, allowed: tuple[str, ...], mapping: dict[str, Any]
+    ) -> tuple[bool, str | None]:
+        args: list[Any] = [field, ",".join(allowed)]
+        for f, v in mapping.items():
+            args += [f, _enc(v)]
+        ok, cur = self._run("hcas", [key], args)
+        return bool(ok), (cur.decode() if cur else None)
+
+    # expiry / removal -----------------------------------------------------------------
+    def expire(self, key: str, ttl: float) -> bool:
+        return bool(self._call("pexpire", self._k(key), _ms(ttl)))
+
+    def ttl(self, key: str) -> float | None:
+        ms = self._call("pttl", self._k(key))
+        return None if ms < 0 else ms / 1000
+
+    def delete(self, *keys: str) -> None:
+        if keys:
+            self._call("delete", *[self._k(k) for k in keys])
+
+    def claim(self, key: str, ttl: float) -> bool:
+        """Set-if-absent: True for the first caller only."""
+        return bool(self._call("set", self._k(key), b"1", nx=True, px=_ms(ttl)))
+
+    # leases (sorted set: member -> lease end) ------------------------------------------
+    def lease_acquire(
+        self, key: str, member: str, *, limit: int, now: float, until: float, ttl: float
+    ) -> bool:
+        return bool(self._run("lease_acquire", [key], [member, limit, now, until, _ms(ttl)]))
+
+    def lease_extend(self, key: str, member: str, *, until: float, ttl: float) -> bool:
+        return bool(self._run("lease_extend", [key], [member, until, _ms(ttl)]))
+
+    def lease_release(self, key: str, member: str) -> None:
+        self._call("zrem", self._k(key), member)
+
+    def lease_count(self, key: str, *, now: float) -> int:
+        return int(self._call("zcount", self._k(key), f"({now}", "+inf"))
+
+    # sorted index (member -> score) -----------------------------------------------------
+    def index_add(self, key: str, member: str, score: float, ttl: float) -> None:
+        k = self._k(key)
+        try:
+            with self._client.pipeline(transaction=True) as p:
+                p.zadd(k, {member: score})
+                p.pexpire(k, _ms(ttl))
+                p.execute()
+        except Exception as exc:
+            raise _wrap(exc) from exc
+
+    def index_members(self, key: str) -> list[str]:
+        return [m.decode() for m in self._call("zrange", self._k(key), 0, -1)]
+
+    # event stream -----------------------------------------------------------------------
+    def emit(
+        self, hash_key: str, list_key: str, *, payload: str, cap: int, buffered: bool
+    ) -> int | None:
+        out = self._run(
+            "emit",
+            [hash_key, list_key],
+            ["seq", "lost_upto", payload, cap, "1" if buffered else "0"],
+        )
+        return None if out is None else int(out)
+
+    def buffer_read(self, list_key: str) -> list[tuple[int, str]]:
+        items = self._call("lrange", self._k(list_key), 0, -1)
+        out = []
+        for raw in items:
+            seq, _, payload = raw.decode().partition(" ")
+            out.append((int(seq), payload))
+        return out
+
+    # capped list ------------------------------------------------------------------------
+    def list_push(self, key: str, item: str, *, cap: int, ttl: float) -> int:
+        return int(self._run("list_push", [key], [item, cap, _ms(ttl)]))
+
+    def list_read(self, key: str) -> list[str]:
+        return [x.decode() for x in self._call("lrange", self._k(key), 0, -1)]
+
+    def ping(self) -> bool:
+        return bool(self._call("ping"))
+
+
+class LocalKV:
+    """Primitives on ``LocMemCache``: one process, one lock, every key with an expiry."""
+
+    local = True
+
+    def __init__(self, cache):
+        self._cache = cache
+        self._lock = threading.RLock()
+
+    # A value is stored as (expires_at, data) so that updates can keep the remaining TTL.
+    def _get(self, key: str):
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        expires_at, data = entry
+        if expires_at <= time.time():
+            self._cache.delete(key)
+            return None
+        return data
+
+    def _put(self, key: str, data, *, ttl: float | None = None, keep: bool = False) -> None:
+        if keep:
+            entry = self._cache.get(key)
+            expires_at = entry[0] if entry else time.time() + (ttl or 1)
+        else:
+            expires_at = time.time() + float(ttl or 1)
+        self._cache.set(key, (expires_at, data), max(0.001, expires_at - time.time()))
+
+    def hash_create(self, key: str, mapping: dict[str, Any], ttl: float) -> None:
+        with self._lock:
+            self._put(key, {f: _enc(v) for f, v in mapping.items()}, ttl=ttl)
+
+    def hash_get(self, key: str) -> dict[str, str] | None:
+        with self._lock:
+            data = self._get(key)
+            return dict(data) if data else None
+
+    def hash_update(self, key: str, mapping: dict[str, Any]) -> bool:
+        with self._lock:
+            data = self._get(key)
+            if data is None:
+                return False
+            data.update({f: _enc(v) for f, v in mapping.items()})
+            self._put(key, data, keep=True)
+            return True
+
+    def hash_incr(self, key: str, deltas: dict[str, int]) -> dict[str, int] | None:
+        with self._lock:
+            data = self._get(key)
+            if data is None:
+                return None
+            out = {}
+            for f, d in deltas.items():
+                out[f] = int(data.get(f, 0)) + int(d)
+                data[f] = str(out[f])
+            self._put(key, data, keep=True)
+            return out
+
+    def hash_cas(
+        self, key: str, field: str, allowed: tuple[str, ...], mapping: dict[str, Any]
+    ) -> tuple[bool, str | None]:
+        with self._lock:
+            data = self._get(key)
+            if data is None or field not in data:
+                return False, None
+            cur = data[field]
+            if cur not in allowed:
+                return False, cur
+            data.update({f: _enc(v) for f, v in mapping.items()})
+            self._put(key, data, keep=True)
+            return True, cur
+
+    def expire(self, key: str, ttl: float) -> bool:
+        with self._lock:
+            data = self._get(key)
+            if data is None:
+                return False
+            self._put(key, data, ttl=ttl)
+            return True
+
+    def ttl(self, key: str) -> float | None:
+        with self._lock:
+            entry = self._cache.get(key)
+            return None if entry is None else max(0.0, entry[0] - time.time())
+
+    def delete(self, *keys: str) -> None:
+        with self._lock:
+            for k in keys:
+                self._cache.delete(k)
+
+    def claim(self, key: str, ttl: float) -> bool:
+        with self._lock:
+            if self._get(key) is not None:
+                return False
+            self._put(key, True, ttl=ttl)
+            return True
+
+    def lease_acquire(
+        self, key: str, member: str, *, limit: int, now: float, until: float, ttl: float
+    ) -> bool:
+        with self._lock:
+            leases = {m: t for m, t in (self._get(key) or {}).items() if t > now}
+            if len(leases) >= limit:
+                self._put(key, leases, keep=True, ttl=ttl)
+                return False
+            leases[member] = until
+            self._put(key, leases, ttl=max(ttl, self.ttl(key) or 0))
+            return True
+
+    def lease_extend(self, key: str, member: str, *, until: float, ttl: float) -> bool:
+        with self._lock:
+            leases = self._get(key)
+            if not leases or member not in leases:
+                return False
+            leases[member] = until
+            self._put(key, leases, ttl=max(ttl, self.ttl(key) or 0))
+            return True
+
+    def lease_release(self, key: str, member: str) -> None:
+        with self._lock:
+            leases = self._get(key)
+            if leases and leases.pop(member, None) is not None:
+                self._put(key, leases, keep=True)
+
+    def lease_count(self, key: str, *, now: float) -> int:
+        with self._lock:
+            return sum(1 for t in (self._get(key) or {}).values() if t > now)
+
+    def index_add(self, key: str, member: str, score: float, ttl: float) -> None:
+        with self._lock:
+            index = self._get(key) or {}
+            index[member] = score
+            self._put(key, index, ttl=ttl)
+
+    def index_members(self, key: str) -> list[str]:
+        with self._lock:
+            index = self._get(key) or {}
+            return sorted(index, key=index.__getitem__)
+
+    def emit(
+        self, hash_key: str, list_key: str, *, payload: str, cap: int, buffered: bool
+    ) -> int | None:
+        with self._lock:
+            data = self._get(hash_key)
+            if data is None:
+                return None
+            seq = int(data.get("seq", 0)) + 1
+            data["seq"] = str(seq)
+            if buffered:
+                items = self._get(list_key) or []
+                items.append((seq, payload))
+                if len(items) > cap:
+                    data["lost_upto"] = str(items.pop(0)[0])
+                self._put(list_key, items, ttl=self.ttl(hash_key) or 1)
+            self._put(hash_key, data, keep=True)
+            return seq
+
+    def buffer_read(self, list_key: str) -> list[tuple[int, str]]:
+        with self._lock:
+            return list(self._get(list_key) or [])
+
+    def list_push(self, key: str, item: str, *, cap: int, ttl: float) -> int:
+        with self._lock:
+            items = (self._get(key) or [])[-(cap - 1) :] if cap > 1 else []
+            items.append(item)
+            self._put(key, items, ttl=ttl)
+            return len(items)
+
+    def list_read(self, key: str) -> list[str]:
+        with self._lock:
+            return list(self._get(key) or [])
+
+    def ping(self) -> bool:
+        return True
+
+
+def _enc(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return "" if value is None else str(value)
+
+
+def _wrap(exc: Exception) -> Exception:
+    import redis
+
+    if isinstance(exc, redis.RedisError | OSError):
+        return KVUnavailable(type(exc).__name__)
+    return exc
+
+
+_kv: dict[str, LocalKV | RedisKV] = {}
+_kv_lock = threading.Lock()
+
+
+def get_kv(alias: str = "default") -> LocalKV | RedisKV:
+    """The primitives for a cache alias, built once per process."""
+    kv = _kv.get(alias)
+    if kv is None:
+        with _kv_lock:
+            kv = _kv.get(alias)
+            if kv is None:
+                cache = caches[alias]
+                kv = RedisKV(cache) if isinstance(cache, RedisCache) else LocalKV(cache)
+                _kv[alias] = kv
+    return kv
+
+
+def reset_kv() -> None:
+    """Forget built back ends (tests switch settings between cases)."""
+    _kv.clear()
+
+
+def aio(fn):
+    """An async twin of a sync store function: inline on local memory, a thread on Redis."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args, **kwargs):
+        if get_kv().local:
+            return fn(*args, **kwargs)
+        return await sync_to_async(fn, thread_sensitive=False)(*args, **kwargs)
+
+    wrapper.__name__ = "a" + fn.__name__
+    return wrapper
+

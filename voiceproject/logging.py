@@ -1,0 +1,93 @@
+"""structlog set-up and the privacy filter every log line passes through.
+
+Every record, ours or Django's, daphne's and channels', is rendered by one
+``ProcessorFormatter`` whose chain ends in :func:`redact` before the renderer. So a full id,
+a namespace id, a key hash, a token or a transcript cannot reach a log even when a third-party
+logger puts one in its message.
+"""
+
+import re
+
+import structlog
+
+# Fields whose values never reach a log, whatever logged them.
+SECRET_FIELDS = frozenset(
+    {"namespace_id", "key_hash", "text", "transcript", "audio", "token", "result", "payload"}
+)
+_UUID = re.compile(
+    r"\b([0-9a-fA-F]{8})(?:-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}\b",
+)
+_TOKEN_QS = re.compile(r"(token=)[^&\s\"']+")
+_NAMESPACE_QS = re.compile(r"(namespace_id=)[^&\s\"']+")
+
+
+def short_id(value: object) -> str:
+    """The first 8 characters of an id: the only form in which ids are logged."""
+    return str(value)[:8]
+
+
+def _scrub(text: str) -> str:
+    text = _UUID.sub(lambda m: m.group(1) + "~", text)
+    text = _TOKEN_QS.sub(r"\1[redacted]", text)
+    return _NAMESPACE_QS.sub(r"\1[redacted]", text)
+
+
+def redact(_logger, _method, event_dict: dict) -> dict:
+    """Drop secret fields, cut ids to 8 characters, scrub ids out of free text."""
+    for key in list(event_dict):
+        value = event_dict[key]
+        if key in SECRET_FIELDS:
+            event_dict[key] = "[redacted]"
+        elif key.endswith("_id") and isinstance(value, str):
+            event_dict[key] = short_id(value)
+        elif isinstance(value, str):
+            event_dict[key] = _scrub(value)
+    return event_dict
+
+
+_SHARED = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+
+
+def make_formatter(fmt: str = "json") -> structlog.stdlib.ProcessorFormatter:
+    """The formatter every handler uses; tests attach it to a capture handler."""
+    renderer = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if fmt == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_SHARED,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+    )
+
+
+def build_logging_config(*, fmt: str, level: str) -> dict:
+    structlog.configure(
+        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"structlog": {"()": make_formatter, "fmt": fmt}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structlog"}},
+        "root": {"handlers": ["console"], "level": level},
+        "loggers": {
+            # 4xx are answered to the client; they are not operator news.
+            "django.request": {"level": "ERROR"},
+            "django.channels.server": {"level": "WARNING"},
+            "daphne": {"level": "WARNING"},
+        },
+    }

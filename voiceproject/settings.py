@@ -1,0 +1,216 @@
+"""Settings, all from the environment.
+
+The defaults serve one machine with no services: local-memory cache and the in-memory channel
+layer. Setting ``REDIS_URL`` switches both to Redis, in this one place.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        sys.exit(f"voiceproject: {name} must be a whole number, got {raw!r}")
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        sys.exit(f"voiceproject: {name} must be a number, got {raw!r}")
+
+
+DEBUG = _env_bool("DEBUG", False)
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        sys.exit("voiceproject: SECRET_KEY must be set when DEBUG is off (or set DEBUG=1)")
+    SECRET_KEY = "insecure-development-key-only-for-debug"  # noqa: S105
+
+_default_hosts = "localhost,127.0.0.1,[::1]"
+ALLOWED_HOSTS = [
+    h.strip() for h in os.environ.get("ALLOWED_HOSTS", _default_hosts).split(",") if h.strip()
+]
+if not DEBUG and "*" in ALLOWED_HOSTS:
+    sys.exit("voiceproject: ALLOWED_HOSTS must not contain '*' when DEBUG is off")
+
+REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+
+# The contract's limits (CONTRACT section 4).
+MAX_SESSIONS_PER_USER = _env_int("MAX_SESSIONS_PER_USER", 5)
+SESSION_TTL_HOURS = _env_float("SESSION_TTL_HOURS", 24)
+CONNECT_WINDOW_SECONDS = _env_float("CONNECT_WINDOW_SECONDS", 30)
+IDLE_TIMEOUT_SECONDS = _env_float("IDLE_TIMEOUT_SECONDS", 120)
+TASK_TTL_HOURS = _env_float("TASK_TTL_HOURS", 24)
+MAX_FRAME_BYTES = _env_int("MAX_FRAME_BYTES", 65536)
+ENCRYPTION_ENABLED = _env_bool("ENCRYPTION_ENABLED", True)
+
+# Our own knobs (docs/operations.md).
+EVENT_BUFFER_SIZE = _env_int("EVENT_BUFFER_SIZE", 1024)
+MESSAGE_HISTORY_SIZE = _env_int("MESSAGE_HISTORY_SIZE", 200)
+SOCKET_TICK_SECONDS = _env_float("SOCKET_TICK_SECONDS", 0.5)
+PROTOCOL_ERROR_BUDGET = _env_int("PROTOCOL_ERROR_BUDGET", 20)
+AUDIO_RATE_LIMIT_FACTOR = _env_float("AUDIO_RATE_LIMIT_FACTOR", 2.0)
+AUDIO_RATE_BURST_SECONDS = _env_float("AUDIO_RATE_BURST_SECONDS", 3.0)
+SESSION_CREATE_RATE = os.environ.get("SESSION_CREATE_RATE", "120/min")
+DRAFT_TTL_SECONDS = _env_float("DRAFT_TTL_SECONDS", 300)
+RECOGNIZER_ENGINE = os.environ.get(
+    "RECOGNIZER_ENGINE", "sessions_app.audio.pocketsphinx_engine.PocketSphinxEngine"
+)
+RECOGNIZER_POOL_SIZE = _env_int("RECOGNIZER_POOL_SIZE", max(1, (os.cpu_count() or 2)))
+TASK_RUNNER = os.environ.get("TASK_RUNNER", "worker" if REDIS_URL else "inprocess")
+TASK_WORKER_CHANNEL = "voice-tasks"
+TASK_HANDLERS = {
+    "reminder": "tasks_app.handlers.reminder.handle",
+    "todo": "tasks_app.handlers.todo.handle",
+    "note": "tasks_app.handlers.note.handle",
+}
+# Task types that wait in ``draft`` for the user's "confirm".
+TASK_TYPES_NEEDING_CONFIRMATION = {
+    t.strip()
+    for t in os.environ.get("TASK_TYPES_NEEDING_CONFIRMATION", "reminder").split(",")
+    if t.strip()
+}
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "sessions_app",
+    "tasks_app",
+]
+
+# A DB-less API: no session, CSRF-cookie or message middleware on the request path.
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
+APPEND_SLASH = False
+
+ROOT_URLCONF = "voiceproject.urls"
+ASGI_APPLICATION = "voiceproject.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
+
+# Only Django's auth tables would ever live here; sessions and tasks never do.
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+USE_I18N = False
+STATIC_URL = "static/"
+
+# Request bodies are small JSON documents; anything larger is refused with 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
+
+USE_X_FORWARDED_HOST = False
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+if REDIS_URL:
+    _redis_options = {
+        # Bounded waits: a dead Redis gives an error, never a hang.
+        "socket_timeout": _env_float("REDIS_SOCKET_TIMEOUT", 2.0),
+        "socket_connect_timeout": _env_float("REDIS_SOCKET_TIMEOUT", 2.0),
+        "health_check_interval": 15,
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "vs"),
+            "TIMEOUT": None,
+            "OPTIONS": _redis_options,
+        },
+        "throttle": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "vs") + "-throttle",
+            "OPTIONS": _redis_options,
+        },
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": os.environ.get("CACHE_KEY_PREFIX", "vs") + "-layer",
+                "capacity": 1000,
+                "expiry": 60,
+                "group_expiry": 86400,
+            },
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "voice-state",
+            "TIMEOUT": None,
+            # Never cull: culling would silently drop live sessions.
+            "OPTIONS": {"MAX_ENTRIES": 10_000_000, "CULL_FREQUENCY": 0},
+        },
+        "throttle": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "voice-throttle",
+        },
+    }
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["voiceproject.parsers.LimitedJSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "voiceproject.errors.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {"session_create": SESSION_CREATE_RATE},
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "console" if DEBUG else "json")
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+
+from voiceproject.logging import build_logging_config  # noqa: E402
+
+LOGGING_CONFIG = None
+LOGGING = build_logging_config(fmt=LOG_FORMAT, level=LOG_LEVEL)
+
+import logging.config  # noqa: E402
+
+logging.config.dictConfig(LOGGING)
