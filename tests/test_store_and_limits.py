@@ -1,0 +1,122 @@
+"""The state store and the per-namespace limit, on local memory and on Redis."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from sessions_app import services, store
+from tests.conftest import KEY_HASH, create_session
+from voiceproject import clock
+from voiceproject.kv import get_kv
+
+pytestmark = pytest.mark.django_db(databases=[])
+
+
+def _create(namespace_id="user-1"):
+    return services.session_create(
+        namespace_id=namespace_id, key_hash=KEY_HASH, device_type="web", client_version=None
+    )
+
+
+def test_the_limit_allows_exactly_max_sessions_per_namespace(backend, api):
+    for _ in range(5):
+        create_session(api, namespace_id="full")
+    response = api.post("/api/v1/sessions", {"namespace_id": "full", "key_hash": KEY_HASH})
+    assert response.status_code == 429
+    assert response.json() == {"detail": "Maximum 5 concurrent sessions allowed"}
+    assert create_session(api, namespace_id="other")["status"] == "created"
+
+
+def test_closing_a_session_frees_its_slot(backend, api):
+    ids = [create_session(api, namespace_id="ns")["id"] for _ in range(5)]
+    assert api.post("/api/v1/sessions", {"namespace_id": "ns", "key_hash": KEY_HASH}).status_code == 429
+    api.delete(f"/api/v1/sessions/{ids[0]}")
+    assert create_session(api, namespace_id="ns")["status"] == "created"
+
+
+def test_sessions_never_connected_within_the_window_free_their_slots(backend, api):
+    with override_settings(CONNECT_WINDOW_SECONDS=0.2):
+        for _ in range(5):
+            create_session(api, namespace_id="ns")
+        time.sleep(0.3)
+        assert create_session(api, namespace_id="ns")["status"] == "created"
+
+
+def test_expired_sessions_stop_counting_at_once(backend):
+    for _ in range(5):
+        record = _create("ns")
+        store.slot_extend(namespace_id="ns", session_id=record["id"], until=record["expires_at"])
+    with pytest.raises(services.TooManySessions):
+        _create("ns")
+    clock.advance(24 * 3600 + 1)
+    assert _create("ns")["status"] == "created"
+
+
+def test_concurrent_creates_from_many_threads_admit_exactly_the_limit(backend):
+    barrier = threading.Barrier(16)
+
+    def attempt(_):
+        client = APIClient()
+        barrier.wait()
+        return client.post(
+            "/api/v1/sessions", {"namespace_id": "race", "key_hash": KEY_HASH}, format="json"
+        ).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(attempt, range(16)))
+    assert sorted(codes) == [200] * 5 + [429] * 11
+
+
+def test_every_key_the_store_writes_expires(redis_backend, api):
+    session = create_session(api)
+    services.session_message_add(session_id=session["id"], role="user", text="hello")
+    services.session_emit(session_id=session["id"], event={"type": "response", "text": "hi"})
+    keys = redis_backend.keys("*")
+    assert keys
+    for key in keys:
+        assert redis_backend.pttl(key) > 0, key
+
+
+def test_the_limit_check_cost_does_not_grow_with_stored_sessions(redis_backend):
+    """The limit touches one namespace's sorted set: a fixed number of Redis commands."""
+    for i in range(300):
+        _create(f"filler-{i}")
+    client = redis_backend
+    before = client.info("commandstats")
+    _create("measured")
+    after = client.info("commandstats")
+    calls = sum(after[k]["calls"] - before.get(k, {"calls": 0})["calls"] for k in after)
+    # create = lease script + record pipeline + INFO itself; a scan would be hundreds
+    assert calls < 20, calls
+
+
+def test_update_never_resurrects_a_deleted_session(backend):
+    record = _create()
+    store.session_delete(session_id=record["id"])
+    assert store.session_update(session_id=record["id"], fields={"status": "connected"}) is False
+    assert store.session_incr(session_id=record["id"], deltas={"message_count": 1}) is None
+    assert store.session_get(session_id=record["id"]) is None
+
+
+def test_tokens_can_be_claimed_only_once(backend):
+    assert store.token_claim(nonce="n1") is True
+    assert store.token_claim(nonce="n1") is False
+    assert store.token_claim(nonce="n2") is True
+
+
+def test_the_replay_buffer_is_capped_and_remembers_what_fell_out(backend):
+    record = _create()
+    with override_settings(EVENT_BUFFER_SIZE=3):
+        for i in range(5):
+            store.event_append(session_id=record["id"], payload=f"e{i}", buffered=True)
+    assert [seq for seq, _ in store.events_read(session_id=record["id"])] == [3, 4, 5]
+    assert store.session_get(session_id=record["id"])["lost_upto"] == "2"
+
+
+def test_state_lives_in_django_caches_not_the_database(backend):
+    record = _create()
+    assert get_kv().hash_get("s:" + record["id"])["namespace_id"] == "user-1"
