@@ -18,6 +18,7 @@ import hashlib
 
 from django.conf import settings
 
+from voiceproject.crypto import seal, unseal
 from voiceproject.kv import aio, get_kv
 
 
@@ -44,11 +45,16 @@ def connect_window() -> float:
 
 # session record ---------------------------------------------------------------------------
 def session_put(*, session_id: str, record: dict, ttl: float) -> None:
-    get_kv().hash_create(_session_key(session_id), record, ttl)
+    """Write a new session record; its namespace id is sealed like everything users send."""
+    sealed = {**record, "namespace_id": seal(session_id, record["namespace_id"])}
+    get_kv().hash_create(_session_key(session_id), sealed, ttl)
 
 
 def session_get(*, session_id: str) -> dict | None:
-    return get_kv().hash_get(_session_key(session_id))
+    record = get_kv().hash_get(_session_key(session_id))
+    if record is not None and "namespace_id" in record:
+        record["namespace_id"] = unseal(session_id, record["namespace_id"])
+    return record
 
 
 def session_update(*, session_id: str, fields: dict) -> bool:

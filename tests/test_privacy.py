@@ -1,0 +1,121 @@
+"""Nothing a user says reaches a log or a Redis dump in plain text."""
+
+import io
+import logging
+
+import pytest
+
+from tests.conftest import KEY_HASH, adelete, aget, connect, receive_until
+from voiceproject.logging import make_formatter
+
+pytestmark = pytest.mark.django_db(databases=[])
+
+NAMESPACE = "tenant-0123456789abcdef"
+SECRET_TEXT = "remind me to pay Schmidt-Kowalski 4711 euros tomorrow"
+
+
+@pytest.fixture
+def captured_logs():
+    """Every log line, as the production formatter writes it (JSON), from every logger."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(make_formatter("json"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    for name in ("django.request", "django.channels.server", "daphne"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(old_level)
+
+
+async def test_logs_name_ids_by_8_characters_and_carry_no_user_data(
+    backend, api, captured_logs
+):
+    from asgiref.sync import sync_to_async
+
+    response = await sync_to_async(api.post, thread_sensitive=False)(
+        "/api/v1/sessions", {"namespace_id": NAMESPACE, "key_hash": KEY_HASH}, format="json"
+    )
+    session = response.json()
+    comm, _ = await connect(session)
+    await comm.send_json_to({"type": "text", "text": SECRET_TEXT})
+    events = await receive_until(comm, "response")
+    task_id = next(e for e in events if e["type"] == "task.created")["task"]["id"]
+    await comm.send_json_to({"type": "text", "text": "confirm"})
+    await receive_until(comm, "response")
+    await aget(api, f"/api/v1/sessions/{session['id']}/stats")
+    await aget(api, f"/api/v1/sessions/{session['id']}/nope")  # a 404 from Django itself
+    await adelete(api, f"/api/v1/sessions/{session['id']}")
+    await receive_until(comm, "session.closed")
+    await comm.disconnect()
+
+    logs = captured_logs.getvalue()
+    assert session["id"][:8] in logs, "the test must have captured the service's own logs"
+    for secret in (
+        session["id"],
+        task_id,
+        NAMESPACE,
+        KEY_HASH,
+        KEY_HASH[7:],
+        "Schmidt",
+        "4711",
+        "pay Schmidt",
+        session["websocket_url"].split("token=")[1][:20],
+    ):
+        assert secret not in logs, secret
+
+
+def test_the_redaction_filter_cuts_ids_and_drops_secret_fields():
+    from voiceproject.logging import redact
+
+    out = redact(
+        None,
+        "info",
+        {
+            "event": "GET /api/v1/sessions/1f0e3a6c-3b9a-4c61-9b53-5a2a2f1f0b77/stats?token=abc",
+            "session_id": "1f0e3a6c-3b9a-4c61-9b53-5a2a2f1f0b77",
+            "namespace_id": NAMESPACE,
+            "key_hash": KEY_HASH,
+            "text": SECRET_TEXT,
+        },
+    )
+    assert out["session_id"] == "1f0e3a6c"
+    assert "3b9a" not in out["event"] and "abc" not in out["event"]
+    assert out["namespace_id"] == out["key_hash"] == out["text"] == "[redacted]"
+
+
+async def test_a_redis_dump_shows_no_plaintext_of_what_users_said(redis_backend, api):
+    from asgiref.sync import sync_to_async
+
+    response = await sync_to_async(api.post, thread_sensitive=False)(
+        "/api/v1/sessions", {"namespace_id": NAMESPACE, "key_hash": KEY_HASH}, format="json"
+    )
+    session = response.json()
+    comm, _ = await connect(session)
+    await comm.send_json_to({"type": "text", "text": "take a note Schmidt-Kowalski owes 4711"})
+    await receive_until(comm, "response")
+    await comm.send_json_to({"type": "text", "text": "what is on my list"})
+    await receive_until(comm, "response")
+    import asyncio
+
+    await asyncio.sleep(0.3)  # the note's handler stores its (sealed) result
+
+    dump = b""
+    for key in redis_backend.keys("*"):
+        kind = redis_backend.type(key)
+        dump += key
+        if kind == b"hash":
+            dump += b"".join(k + v for k, v in redis_backend.hgetall(key).items())
+        elif kind == b"list":
+            dump += b"".join(redis_backend.lrange(key, 0, -1))
+        elif kind == b"zset":
+            dump += b"".join(redis_backend.zrange(key, 0, -1))
+        elif kind == b"string":
+            dump += redis_backend.get(key) or b""
+    assert b"v1:" in dump, "sealed values must be in the dump"
+    for plain in (b"Schmidt", b"4711", b"owes", NAMESPACE.encode()):
+        assert plain not in dump, plain
+    await comm.disconnect()
