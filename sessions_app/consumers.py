@@ -31,6 +31,18 @@ from voiceproject.kv import KVUnavailable
 logger = structlog.get_logger(__name__)
 
 MAX_TEXT_CHARS = 2000
+# Daphne drops close reasons, so every close other than 1000 is preceded by an ``error``
+# event carrying the same code and reason, which any client can read.
+CLOSE_NAMES = {
+    1011: "internal_error",
+    4400: "protocol_violation",
+    4401: "unauthorized",
+    4404: "session_not_found",
+    4408: "idle_timeout",
+    4409: "replaced",
+    4413: "frame_too_large",
+    4429: "too_fast",
+}
 _handle_utterance = sync_to_async(task_services.utterance_handle, thread_sensitive=False)
 _announce_reminder = sync_to_async(task_services.reminder_announce, thread_sensitive=False)
 _expire_draft = sync_to_async(task_services.task_expire_draft, thread_sensitive=False)
@@ -118,8 +130,10 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         self.tick_task = asyncio.get_running_loop().create_task(self._tick_loop())
 
     async def _refuse(self, code: int, reason: str) -> None:
+        """Accept, say why (seq 0: no session is attached), close with the code."""
         logger.info("socket_refused", code=code, reason=reason)
         await self.accept()
+        await self.send(text_data=json.dumps(_close_event(code, reason, seq=0)))
         await self.close(code=code, reason=reason)
 
     def _configure_audio(self, encoding: str, sample_rate: int) -> None:
@@ -441,4 +455,23 @@ class VoiceConsumer(AsyncWebsocketConsumer):
             return
         self.closing = True
         logger.info("socket_closing", session_id=self.session_id, code=code, reason=reason)
+        if code != 1000:
+            try:
+                out = await services.session_aemit(
+                    session_id=self.session_id, event=_close_event(code, reason), broadcast=False
+                )
+            except KVUnavailable:
+                out = _close_event(code, reason, seq=0)
+            if out is not None:
+                await self.send(text_data=json.dumps(out))
         await self.close(code=code, reason=reason)
+
+
+def _close_event(code: int, reason: str, **extra) -> dict:
+    return {
+        "type": "error",
+        "code": CLOSE_NAMES.get(code, "closed"),
+        "message": reason,
+        "close_code": code,
+        **extra,
+    }

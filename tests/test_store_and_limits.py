@@ -117,6 +117,8 @@ def test_the_replay_buffer_is_capped_and_remembers_what_fell_out(backend):
     assert store.session_get(session_id=record["id"])["lost_upto"] == "2"
 
 
-def test_state_lives_in_django_caches_not_the_database(backend):
+def test_state_lives_in_django_caches_with_the_namespace_sealed(backend):
     record = _create()
-    assert get_kv().hash_get("s:" + record["id"])["namespace_id"] == "user-1"
+    raw = get_kv().hash_get("s:" + record["id"])
+    assert raw["namespace_id"].startswith("v1:")
+    assert store.session_get(session_id=record["id"])["namespace_id"] == "user-1"

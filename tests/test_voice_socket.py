@@ -22,8 +22,11 @@ async def _refused_with(path: str, headers=None) -> int:
     comm = WebsocketCommunicator(application, path, headers=headers or [])
     connected, _ = await comm.connect()
     assert connected, "refusals other than Origin are accepted, then closed with a code"
+    said = json.loads((await comm.receive_output(timeout=5))["text"])
+    assert (said["type"], said["seq"]) == ("error", 0), said
     out = await comm.receive_output(timeout=5)
     assert out["type"] == "websocket.close"
+    assert said["close_code"] == out["code"]
     await comm.wait()
     return out["code"]
 

@@ -1,0 +1,132 @@
+"""Real server processes for the live tests: daphne workers and a ``runworker``."""
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY_HASH = "sha256:" + "ab" * 32
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def base_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+    env.update(
+        {
+            "SECRET_KEY": "live-test-secret-key-0123456789abcdef",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DJANGO_SETTINGS_MODULE": "voiceproject.settings",
+            "PYTHONUNBUFFERED": "1",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, port: int | None, log: Path):
+        self.proc = proc
+        self.port = port
+        self.log = log
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(self, method: str, path: str, body=None, headers=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.http + path,
+            data=data,
+            method=method,
+            headers={"content-type": "application/json", **(headers or {})},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            raw = err.read()
+            try:
+                return err.code, json.loads(raw)
+            except ValueError:
+                return err.code, raw.decode(errors="replace")
+
+    def create_session(self, namespace_id: str = "live-user") -> dict:
+        status, body = self.request(
+            "POST", "/api/v1/sessions", {"namespace_id": namespace_id, "key_hash": KEY_HASH}
+        )
+        assert status == 200, body
+        return body
+
+    def ws_url(self, session: dict) -> str:
+        url = session["websocket_url"]
+        return f"ws://127.0.0.1:{self.port}" + url[url.index("/ws/voice") :]
+
+
+def _wait_ready(server: Server, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"server exited: {server.log.read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server did not start: {server.log.read_text()[-2000:]}")
+
+
+@contextlib.contextmanager
+def daphne(tmp_path: Path, name: str = "web", **env: str):
+    port = free_port()
+    log = tmp_path / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port),
+             "voiceproject.asgi:application"],
+            cwd=ROOT, env=base_env(**env), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    server = Server(proc, port, log)
+    try:
+        _wait_ready(server)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextlib.contextmanager
+def runworker(tmp_path: Path, **env: str):
+    log = tmp_path / "runworker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runworker", "voice-tasks"],
+            cwd=ROOT, env=base_env(**env), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        time.sleep(1.5)
+        if proc.poll() is not None:
+            raise RuntimeError(log.read_text())
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
