@@ -14,9 +14,9 @@ from urllib.parse import parse_qs
 
 import structlog
 from asgiref.sync import sync_to_async
+from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.consumer import get_handler_name
 from django.conf import settings
 
 from sessions_app import selectors, services
@@ -329,7 +329,9 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         await self._status("processing")
         try:
             await _handle_utterance(
-                session_id=self.session_id, text=text, utterance_id=utterance_id or str(uuid.uuid4())
+                session_id=self.session_id,
+                text=text,
+                utterance_id=utterance_id or str(uuid.uuid4()),
             )
         except KVUnavailable:
             await self._error("state_unavailable", "Try again shortly", counts=False)
@@ -430,11 +432,11 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         It goes through this socket's own channel, behind the group events already queued
         there, so that events reach the client in the order their seqs were given.
         """
-        out = await services.session_aemit(
-            session_id=self.session_id, event=event, broadcast=False
-        )
+        out = await services.session_aemit(session_id=self.session_id, event=event, broadcast=False)
         if out is not None:
-            await self.channel_layer.send(self.channel_name, {"type": "session.event", "event": out})
+            await self.channel_layer.send(
+                self.channel_name, {"type": "session.event", "event": out}
+            )
 
     async def _error(self, code: str, message: str, *, counts: bool = True) -> None:
         """A recoverable error: the socket stays open, until too many come in a row (4400)."""

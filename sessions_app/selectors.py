@@ -18,8 +18,13 @@ def session_get(*, session_id: str) -> dict | None:
         return None
     for field in ("created_at", "expires_at"):
         record[field] = float(record[field])
-    for field in ("seq", "conn_gen", "message_count", "audio_chunks_received",
-                  "audio_chunks_processed"):
+    for field in (
+        "seq",
+        "conn_gen",
+        "message_count",
+        "audio_chunks_received",
+        "audio_chunks_processed",
+    ):
         record[field] = int(record.get(field) or 0)
     if record["expires_at"] <= clock.now():
         record["status"] = "closed"

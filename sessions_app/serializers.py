@@ -26,11 +26,13 @@ class SessionCreateSerializer(serializers.Serializer):
 
     namespace_id = PatternField(NAMESPACE_RE, max_length=128)
     key_hash = TextField(max_length=256, trim_whitespace=False)
-    device_type = PatternField(
-        PRINTABLE_RE, max_length=32, required=False, default="web"
-    )
+    device_type = PatternField(PRINTABLE_RE, max_length=32, required=False, default="web")
     client_version = PatternField(
-        PRINTABLE_RE, max_length=32, required=False, allow_null=True, allow_blank=True,
+        PRINTABLE_RE,
+        max_length=32,
+        required=False,
+        allow_null=True,
+        allow_blank=True,
         default=None,
     )
 

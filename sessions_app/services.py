@@ -39,9 +39,7 @@ class TooManySessions(APIException):
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
 
     def __init__(self):
-        super().__init__(
-            f"Maximum {settings.MAX_SESSIONS_PER_USER} concurrent sessions allowed"
-        )
+        super().__init__(f"Maximum {settings.MAX_SESSIONS_PER_USER} concurrent sessions allowed")
 
 
 class ConnectRefused(Exception):

@@ -5,6 +5,7 @@ store, then ``task.updated`` on the session's one event path. These functions ar
 socket calls them in a worker thread, never on its event loop.
 """
 
+import contextlib
 import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -116,7 +117,10 @@ def task_confirm(*, task_id: str) -> dict:
     record = selectors.task_get(task_id=task_id)
     if record is None:
         raise TaskNotFound()
-    if record["state"] == "draft" and record["created_at"] + settings.DRAFT_TTL_SECONDS < clock.now():
+    if (
+        record["state"] == "draft"
+        and record["created_at"] + settings.DRAFT_TTL_SECONDS < clock.now()
+    ):
         task_transition(task_id=task_id, to="expired", allowed_from=("draft",))
         raise IllegalTransition("expired", "queued")
     record = task_transition(task_id=task_id, to="queued", allowed_from=("draft",))
@@ -130,10 +134,8 @@ def task_cancel(*, task_id: str) -> dict:
 
 def task_expire_draft(*, task_id: str) -> None:
     """A draft nobody confirmed in time (the live socket's tick calls this)."""
-    try:
+    with contextlib.suppress(IllegalTransition, TaskNotFound):
         task_transition(task_id=task_id, to="expired", allowed_from=("draft",))
-    except (IllegalTransition, TaskNotFound):
-        pass
 
 
 # running handlers ------------------------------------------------------------------------------
@@ -171,10 +173,9 @@ def task_run(*, task_id: str) -> None:
 
 
 def _finish(task_id: str, to: str, fields: dict) -> None:
-    try:
+    # Cancelled while it ran: the cancel stands, and the result is dropped.
+    with contextlib.suppress(IllegalTransition, TaskNotFound):
         task_transition(task_id=task_id, to=to, fields=fields, allowed_from=("running",))
-    except (IllegalTransition, TaskNotFound):
-        pass  # cancelled while it ran: the cancel stands
 
 
 def reminder_announce(*, task_id: str) -> bool:
@@ -185,8 +186,11 @@ def reminder_announce(*, task_id: str) -> bool:
     result = selectors.task_result(record=record) or {}
     session_emit(
         session_id=record["session_id"],
-        event={"type": "response", "text": f"Reminder: {result.get('text', '')}",
-               "task_id": task_id},
+        event={
+            "type": "response",
+            "text": f"Reminder: {result.get('text', '')}",
+            "task_id": task_id,
+        },
     )
     return True
 
@@ -247,8 +251,12 @@ def utterance_handle(*, session_id: str, text: str, utterance_id: str) -> dict:
         reply = "Sorry, I did not understand that."
     session_emit(
         session_id=session_id,
-        event={"type": "response", "text": reply, "utterance_id": utterance_id,
-               "intent": intent.name},
+        event={
+            "type": "response",
+            "text": reply,
+            "utterance_id": utterance_id,
+            "intent": intent.name,
+        },
     )
     session_message_add(session_id=session_id, role="assistant", text=reply)
     return {"intent": intent.name, "task": task}

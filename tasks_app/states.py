@@ -1,9 +1,9 @@
 """The task state machine: the only legal moves (an illegal one is a 409 over REST).
 
-    draft ──confirm──▶ queued ──▶ running ──▶ completed
-      │                  │           └──────▶ failed
-      ├──▶ expired       ├──▶ expired
-      └──cancel──▶ cancelled ◀──cancel── (queued, running)
+draft ──confirm──▶ queued ──▶ running ──▶ completed
+  │                  │           └──────▶ failed
+  ├──▶ expired       ├──▶ expired
+  └──cancel──▶ cancelled ◀──cancel── (queued, running)
 """
 
 STATES = ("draft", "queued", "running", "completed", "failed", "cancelled", "expired")

@@ -8,4 +8,4 @@ os.environ.setdefault("SOCKET_TICK_SECONDS", "0.05")
 os.environ.setdefault("SESSION_CREATE_RATE", "100000/min")
 os.environ.pop("REDIS_URL", None)  # the suite chooses back ends per test
 
-from voiceproject.settings import *  # noqa: E402, F403
+from voiceproject.settings import *  # noqa: F403

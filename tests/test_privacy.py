@@ -31,9 +31,7 @@ def captured_logs():
     root.setLevel(old_level)
 
 
-async def test_logs_name_ids_by_8_characters_and_carry_no_user_data(
-    backend, api, captured_logs
-):
+async def test_logs_name_ids_by_8_characters_and_carry_no_user_data(backend, api, captured_logs):
     from asgiref.sync import sync_to_async
 
     response = await sync_to_async(api.post, thread_sensitive=False)(

@@ -56,7 +56,10 @@ def test_trailing_slash_is_optional_on_every_path(api):
     for path in ("", "/tasks", "/stats"):
         assert api.get(f"/api/v1/sessions/{sid}{path}").status_code == 200
         assert api.get(f"/api/v1/sessions/{sid}{path}/").status_code == 200
-    assert api.post("/api/v1/sessions/", {"namespace_id": "u", "key_hash": KEY_HASH}).status_code == 200
+    assert (
+        api.post("/api/v1/sessions/", {"namespace_id": "u", "key_hash": KEY_HASH}).status_code
+        == 200
+    )
 
 
 def test_every_get_hands_out_a_fresh_token(api, session):
@@ -67,7 +70,9 @@ def test_every_get_hands_out_a_fresh_token(api, session):
 
 def test_invalid_key_hash_gets_the_seeds_401(api):
     for bad in ("md5:abc", "sha256:" + "AB" * 32, "sha256:" + "a" * 63, ""):
-        response = api.post("/api/v1/sessions", {"namespace_id": "u", "key_hash": bad}, format="json")
+        response = api.post(
+            "/api/v1/sessions", {"namespace_id": "u", "key_hash": bad}, format="json"
+        )
         assert response.status_code in (400, 401), bad
         if bad:
             assert response.status_code == 401

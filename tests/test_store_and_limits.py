@@ -33,7 +33,10 @@ def test_the_limit_allows_exactly_max_sessions_per_namespace(backend, api):
 
 def test_closing_a_session_frees_its_slot(backend, api):
     ids = [create_session(api, namespace_id="ns")["id"] for _ in range(5)]
-    assert api.post("/api/v1/sessions", {"namespace_id": "ns", "key_hash": KEY_HASH}).status_code == 429
+    assert (
+        api.post("/api/v1/sessions", {"namespace_id": "ns", "key_hash": KEY_HASH}).status_code
+        == 429
+    )
     api.delete(f"/api/v1/sessions/{ids[0]}")
     assert create_session(api, namespace_id="ns")["status"] == "created"
 

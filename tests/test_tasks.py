@@ -31,12 +31,7 @@ def _task(session_id: str, task_type: str = "todo", **payload) -> dict:
 
 # the state machine -----------------------------------------------------------------------------
 LEGAL = [(s, t) for s, targets in states.TRANSITIONS.items() for t in targets]
-ILLEGAL = [
-    (s, t)
-    for s in states.STATES
-    for t in states.STATES
-    if t not in states.TRANSITIONS[s]
-]
+ILLEGAL = [(s, t) for s in states.STATES for t in states.STATES if t not in states.TRANSITIONS[s]]
 
 
 @pytest.mark.parametrize(("source", "target"), LEGAL)
@@ -200,7 +195,8 @@ async def test_each_intent_over_the_socket_has_its_outcome(backend, api):
     events = await _say(comm, "confirm")
     assert events[-1]["text"] == "Confirmed."
     assert any(
-        e["type"] == "task.updated" and e["task"]["id"] == reminder["id"]
+        e["type"] == "task.updated"
+        and e["task"]["id"] == reminder["id"]
         and e["task"]["state"] == "queued"
         for e in events
     )

@@ -285,7 +285,7 @@ async def test_resume_after_reconnect_replays_what_was_missed(backend, api):
     last_seen = events[0]["seq"]
     await comm.disconnect()
     fresh = (await aget(api, f"/api/v1/sessions/{session['id']}")).json()
-    comm, ready = await connect(fresh)
+    comm, _ = await connect(fresh)
     await comm.send_json_to({"type": "session.resume", "last_seq": last_seen})
     replayed = await receive_until(comm, "response")
     replayed_seqs = [e["seq"] for e in replayed]
@@ -293,7 +293,9 @@ async def test_resume_after_reconnect_replays_what_was_missed(backend, api):
     assert {e["type"] for e in replayed} >= {"response"}
     assert all(s > last_seen for s in replayed_seqs)
     missed = [e for e in events if e["seq"] > last_seen and e["type"] != "error"]
-    assert [e["seq"] for e in missed] == [s for s in replayed_seqs if s in {m["seq"] for m in missed}]
+    assert [e["seq"] for e in missed] == [
+        s for s in replayed_seqs if s in {m["seq"] for m in missed}
+    ]
     await comm.disconnect()
 
 

@@ -27,6 +27,7 @@ from asgiref.sync import sync_to_async
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 
+
 class KVUnavailable(Exception):
     """The state back end did not answer (Redis down or timing out)."""
 
@@ -490,4 +491,3 @@ def aio(fn):
 
     wrapper.__name__ = "a" + fn.__name__
     return wrapper
-

@@ -44,7 +44,7 @@ SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
         sys.exit("voiceproject: SECRET_KEY must be set when DEBUG is off (or set DEBUG=1)")
-    SECRET_KEY = "insecure-development-key-only-for-debug"  # noqa: S105
+    SECRET_KEY = "insecure-development-key-only-for-debug"
 
 _default_hosts = "localhost,127.0.0.1,[::1]"
 ALLOWED_HOSTS = [

@@ -7,6 +7,7 @@ its audio to a pooled recognizer in batches of ``BATCH_BYTES``.
 """
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -169,10 +170,8 @@ class AudioPipeline:
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            except (asyncio.CancelledError, Exception):
-                pass
 
 
 __all__ = ["AudioPipeline", "Backlogged", "FormatError", "Sink"]

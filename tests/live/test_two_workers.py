@@ -67,7 +67,9 @@ async def test_delete_on_one_worker_closes_the_socket_held_by_the_other(cluster)
     session = a.create_session("closer")
     async with websockets.connect(b.ws_url(session)) as ws:
         await ws.recv()
-        status, _ = await asyncio.to_thread(a.request, "DELETE", f"/api/v1/sessions/{session['id']}")
+        status, _ = await asyncio.to_thread(
+            a.request, "DELETE", f"/api/v1/sessions/{session['id']}"
+        )
         assert status == 200
         await _until(ws, lambda e: e["type"] == "session.closed")
         with pytest.raises(websockets.ConnectionClosed) as info:
