@@ -17,12 +17,16 @@ FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "audi
 LEAD_IN_S = 0.3
 TAIL_S = 1.0
 
+# The committed fixtures: phrases this engine recognises from a session's first utterance, so
+# that the functional tests test the path, not the accuracy (bench/speech.py measures that).
 FIXTURE_PHRASES = {
     "remind_buy_milk_tomorrow": ("remind me to buy milk tomorrow", "en-us", 150),
-    "add_eggs_to_my_list": ("add eggs to my list", "en-us", 140),
+    "create_a_task_fix_the_bike": ("create a task to fix the bike", "en-us", 150),
+    "add_milk_to_my_list": ("add milk to my list", "en-us", 140),
     "take_a_note_park_level_three": ("take a note park on level three", "en-us+f3", 150),
-    "what_is_on_my_list": ("what is on my list", "en-us+f3", 150),
+    "what_is_on_my_list": ("what is on my list", "en", 150),
     "cancel_the_last_task": ("cancel the last task", "en-us", 150),
+    "confirm": ("confirm", "en-us+f3", 150),
 }
 
 

@@ -304,8 +304,8 @@ class VoiceConsumer(AsyncWebsocketConsumer):
 
     # the pipeline's sink ------------------------------------------------------------------------
     async def speech_started(self) -> None:
-        await self._status("listening")
         await self._emit({"type": "speech.started"})
+        await self._status("listening")
 
     async def speech_stopped(self) -> None:
         await self._emit({"type": "speech.stopped"})

@@ -124,12 +124,12 @@ def _clock_time(words: list[str]) -> tuple[int, int] | None:
 
 
 _PATTERNS: list[tuple[str, re.Pattern]] = [
-    ("list", re.compile(r"^(?:please )?what is on my (?:todo )?list$")),
-    ("cancel_last", re.compile(r"^(?:please )?cancel (?:the )?last (?:task|one|reminder)$")),
+    ("list", re.compile(r"^(?:please )?what is on my\b")),
+    ("cancel_last", re.compile(r"^(?:please )?cancel (?:the )?last\b")),
     ("confirm", re.compile(r"^(?:confirm|yes|yes please|confirmed)$")),
     ("reminder", re.compile(r"^(?:please )?remind me (?:to )?(?P<what>.+)$")),
     ("todo", re.compile(r"^(?:please )?(?:create|make|add) a (?:new )?task (?:to )?(?P<what>.+)$")),
-    ("todo", re.compile(r"^(?:please )?add (?P<what>.+?) to my (?:todo )?list$")),
+    ("todo", re.compile(r"^(?:please )?add (?P<what>.+?) to my\b")),
     ("note", re.compile(r"^(?:please )?(?:take|make) a note (?:that |of )?(?P<what>.+)$")),
 ]
 

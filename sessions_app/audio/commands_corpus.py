@@ -149,7 +149,7 @@ def sentences() -> list[str]:
 def build_arpa() -> str:
     from pocketsphinx.lm import ArpaBoLM
 
-    lm = ArpaBoLM(text="\n".join(sentences()), add_start=True, discount_mass=0.3)
+    lm = ArpaBoLM(text="\n".join(sentences()), add_start=True, discount_mass=0.02)
     lm.compute()
     buf = io.StringIO()
     lm.write(buf)

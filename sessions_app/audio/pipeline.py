@@ -22,6 +22,7 @@ logger = structlog.get_logger(__name__)
 BATCH_BYTES = TARGET_RATE * 2 // 5  # 200 ms
 MAX_BACKLOG_BYTES = TARGET_RATE * 2 * 15  # 15 s of speech waiting for the recognizer
 MIN_UTTERANCE_BYTES = TARGET_RATE * 2 // 5  # shorter than 200 ms is not a command
+MAX_UTTERANCE_BYTES = TARGET_RATE * 2 * 30  # a 30 s utterance is ended, as if by a pause
 
 
 class Backlogged(Exception):
@@ -65,6 +66,9 @@ class AudioPipeline:
         self.sink = sink
         self.utterance: _Utterance | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._last_report: asyncio.Task | None = None
+        # What the engine keeps between this connection's utterances (speaker adaptation).
+        self.recognizer_context: dict = {}
 
     @property
     def encoding(self) -> str:
@@ -87,6 +91,9 @@ class AudioPipeline:
                 self.utterance.add(data)
                 if len(self.utterance.pending) > MAX_BACKLOG_BYTES:
                     raise Backlogged()
+                if self.utterance.total > MAX_UTTERANCE_BYTES:
+                    self.segmenter.force_stop()
+                    self._stop()
             elif kind == "stop":
                 self._stop()
 
@@ -96,14 +103,14 @@ class AudioPipeline:
         utt = _Utterance()
         utt.add(preroll)
         self.utterance = utt
-        self._spawn(self.sink.speech_started())
+        self._report(self.sink.speech_started())
         utt.task = self._spawn(self._recognize(utt))
 
     def _stop(self) -> None:
         utt, self.utterance = self.utterance, None
         if utt is not None:
             utt.end()
-            self._spawn(self.sink.speech_stopped())
+            self._report(self.sink.speech_stopped())
 
     def commit(self) -> bool:
         """``audio.commit``: end the utterance now. False if there was no speech to end."""
@@ -114,11 +121,33 @@ class AudioPipeline:
         self._stop()
         return True
 
+    def _report(self, coro) -> asyncio.Task:
+        """Run a sink call after every earlier one: events keep the order they happened in."""
+        previous = self._last_report
+
+        async def in_turn():
+            try:
+                if previous is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(previous)
+            except asyncio.CancelledError:
+                coro.close()  # never started: the socket is gone
+                raise
+            await coro
+
+        self._last_report = self._spawn(in_turn())
+        return self._last_report
+
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
         return task
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("pipeline_task_failed", error_type=type(task.exception()).__name__)
 
     async def _recognize(self, utt: _Utterance) -> None:
         pool = get_pool()
@@ -133,7 +162,7 @@ class AudioPipeline:
 
         last_partial = ""
         try:
-            await run(recognizer.start)
+            await run(recognizer.start, self.recognizer_context)
             while True:
                 await utt.wake.wait()
                 utt.wake.clear()
@@ -143,7 +172,7 @@ class AudioPipeline:
                     partial = await run(recognizer.feed, batch)
                     if partial and partial != last_partial and not utt.ended:
                         last_partial = partial
-                        await self.sink.partial(utt.id, partial)
+                        await self._report(self.sink.partial(utt.id, partial))
                 if utt.ended and not utt.pending:
                     break
             text = await run(recognizer.finish)
@@ -151,7 +180,7 @@ class AudioPipeline:
             raise
         except Exception as exc:
             logger.warning("recognition_failed", error_type=type(exc).__name__)
-            await self.sink.failed(utt.id, "recognition_failed")
+            await self._report(self.sink.failed(utt.id, "recognition_failed"))
             return
         finally:
             # A cancelled wait leaves the thread still using the recognizer: release it only
@@ -161,9 +190,9 @@ class AudioPipeline:
             else:
                 pool.release(recognizer)
         if utt.total < MIN_UTTERANCE_BYTES or not text.strip():
-            await self.sink.failed(utt.id, "no_speech_recognized")
+            await self._report(self.sink.failed(utt.id, "no_speech_recognized"))
             return
-        await self.sink.final(utt.id, text.strip())
+        await self._report(self.sink.final(utt.id, text.strip()))
 
     async def close(self) -> None:
         """Stop recognizing (the socket is gone); utterances in flight are dropped."""

@@ -7,7 +7,8 @@ An engine is a class named by ``settings.RECOGNIZER_ENGINE`` (a dotted path)::
         def recognizer(self) -> Recognizer: ...     # a new decoder
 
     class Recognizer:                               # one utterance at a time
-        def start(self) -> None: ...
+        def start(self, context: dict) -> None: ...  # context: kept per connection, for
+                                                    # the engine's speaker adaptation
         def feed(self, pcm16: bytes) -> str: ...    # 16 kHz mono PCM16; partial text so far
         def finish(self) -> str: ...                # the final text of the utterance
 
