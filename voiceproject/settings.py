@@ -76,7 +76,11 @@ DRAFT_TTL_SECONDS = _env_float("DRAFT_TTL_SECONDS", 300)
 RECOGNIZER_ENGINE = os.environ.get(
     "RECOGNIZER_ENGINE", "sessions_app.audio.pocketsphinx_engine.PocketSphinxEngine"
 )
-RECOGNIZER_POOL_SIZE = _env_int("RECOGNIZER_POOL_SIZE", max(1, (os.cpu_count() or 2)))
+# Recognizers per web process (each holds one utterance in progress, ~42 MB with the embedded
+# engine), spread over RECOGNIZER_PROCESSES worker processes that decode them: an utterance
+# holds a recognizer for its whole duration but needs CPU only for each 200 ms batch.
+RECOGNIZER_POOL_SIZE = _env_int("RECOGNIZER_POOL_SIZE", 4 * (os.cpu_count() or 2))
+RECOGNIZER_PROCESSES = _env_int("RECOGNIZER_PROCESSES", os.cpu_count() or 2)
 TASK_RUNNER = os.environ.get("TASK_RUNNER", "worker" if REDIS_URL else "inprocess")
 TASK_WORKER_CHANNEL = "voice-tasks"
 TASK_HANDLERS = {

@@ -151,31 +151,23 @@ class AudioPipeline:
 
     async def _recognize(self, utt: _Utterance) -> None:
         pool = get_pool()
-        loop = asyncio.get_running_loop()
         recognizer = await pool.acquire()
-        inflight: asyncio.Future | None = None
-
-        async def run(fn, *args):
-            nonlocal inflight
-            inflight = loop.run_in_executor(pool.executor, fn, *args)
-            return await inflight
-
         last_partial = ""
         try:
-            await run(recognizer.start, self.recognizer_context)
+            await recognizer.start(self.recognizer_context)
             while True:
                 await utt.wake.wait()
                 utt.wake.clear()
                 batch = bytes(utt.pending)
                 utt.pending.clear()
                 if batch:
-                    partial = await run(recognizer.feed, batch)
+                    partial = await recognizer.feed(batch)
                     if partial and partial != last_partial and not utt.ended:
                         last_partial = partial
                         await self._report(self.sink.partial(utt.id, partial))
                 if utt.ended and not utt.pending:
                     break
-            text = await run(recognizer.finish)
+            text = await recognizer.finish()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -183,12 +175,9 @@ class AudioPipeline:
             await self._report(self.sink.failed(utt.id, "recognition_failed"))
             return
         finally:
-            # A cancelled wait leaves the thread still using the recognizer: release it only
-            # once that call has returned, so no two utterances ever share one.
-            if inflight is not None and not inflight.done():
-                inflight.add_done_callback(lambda _f: pool.release(recognizer))
-            else:
-                pool.release(recognizer)
+            # The worker runs a slot's requests in order, so a slot whose utterance was
+            # cancelled mid-call is safe to hand to the next utterance at once.
+            pool.release(recognizer)
         if utt.total < MIN_UTTERANCE_BYTES or not text.strip():
             await self._report(self.sink.failed(utt.id, "no_speech_recognized"))
             return

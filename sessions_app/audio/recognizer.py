@@ -1,4 +1,4 @@
-"""The recognizer interface, and the pool that runs recognizers off the event loop.
+"""The recognizer interface, and the process pool that runs recognizers off the event loop.
 
 An engine is a class named by ``settings.RECOGNIZER_ENGINE`` (a dotted path)::
 
@@ -7,81 +7,211 @@ An engine is a class named by ``settings.RECOGNIZER_ENGINE`` (a dotted path)::
         def recognizer(self) -> Recognizer: ...     # a new decoder
 
     class Recognizer:                               # one utterance at a time
-        def start(self, context: dict) -> None: ...  # context: kept per connection, for
-                                                    # the engine's speaker adaptation
+        def start(self, context: dict) -> None: ... # context: kept per connection, for the
+                                                    # engine's speaker adaptation
         def feed(self, pcm16: bytes) -> str: ...    # 16 kHz mono PCM16; partial text so far
         def finish(self) -> str: ...                # the final text of the utterance
 
-Each process holds ``RECOGNIZER_POOL_SIZE`` recognizers and as many threads. A session's
-utterance holds one recognizer from its first voiced frame to its final transcript, and its
-audio reaches that recognizer in batches of about 200 ms: one thread hop per batch, never
-per frame. One session's decoding never runs on, or stalls, the event loop.
+Engines run in ``RECOGNIZER_PROCESSES`` worker processes, not threads: PocketSphinx holds the
+GIL while it decodes, so a decoding thread would stall every socket's event loop. Each worker
+holds its share of ``RECOGNIZER_POOL_SIZE`` recognizers. An utterance holds one recognizer
+(a slot in one worker) from its first voiced frame to its final transcript; its audio goes
+there in batches of about 200 ms over a pipe: one message per batch, never per frame.
 """
 
 import asyncio
+import atexit
+import itertools
+import multiprocessing
+import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
+import structlog
 from django.conf import settings
-from django.utils.module_loading import import_string
+
+logger = structlog.get_logger(__name__)
+
+
+class RecognizerUnavailable(Exception):
+    """The worker holding an utterance's recognizer died."""
+
+
+def _serve(conn, engine_path: str) -> None:
+    """A recognizer worker: one engine, recognizers by slot, requests in order."""
+    if os.environ.get("DJANGO_SETTINGS_MODULE"):
+        import django
+
+        django.setup()
+    from django.utils.module_loading import import_string
+
+    engine = import_string(engine_path)()
+    recognizers: dict[int, object] = {}
+    contexts: dict[int, dict] = {}
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        request_id, op, slot, arg = message
+        try:
+            recognizer = recognizers.get(slot)
+            if recognizer is None:
+                recognizer = recognizers[slot] = engine.recognizer()
+            if op == "start":
+                contexts[slot] = dict(arg)
+                result = recognizer.start(contexts[slot])
+            elif op == "feed":
+                result = recognizer.feed(arg)
+            else:
+                result = (recognizer.finish(), contexts.pop(slot, {}))
+            conn.send((request_id, True, result))
+        except Exception as exc:
+            conn.send((request_id, False, f"{type(exc).__name__}"))
+
+
+class _Worker:
+    """The parent's end of one recognizer process."""
+
+    def __init__(self, engine_path: str, slots: int):
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(
+            target=_serve, args=(child, engine_path), daemon=True, name="recognizer"
+        )
+        self.process.start()
+        child.close()
+        # After multiprocessing's own exit hook (which kills daemon children), so it runs first.
+        atexit.register(self.stop)
+        self.free = list(range(slots))
+        self.slots = slots
+        self._ids = itertools.count()
+        self._pending: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}
+        self._send_lock = threading.Lock()
+        self.alive = True
+        self.stopping = False
+        threading.Thread(target=self._read, daemon=True, name="recognizer-reader").start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                request_id, ok, value = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            loop, future = self._pending.pop(request_id, (None, None))
+            if loop is not None:
+                loop.call_soon_threadsafe(_resolve, future, ok, value)
+        self.alive = False
+        if not self.stopping:
+            logger.warning("recognizer_worker_died")
+        for loop, future in list(self._pending.values()):
+            loop.call_soon_threadsafe(_resolve, future, False, "worker died")
+        self._pending.clear()
+
+    async def call(self, op: str, slot: int, arg=None):
+        if not self.alive:
+            raise RecognizerUnavailable("worker died")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        request_id = next(self._ids)
+        self._pending[request_id] = (loop, future)
+        with self._send_lock:
+            self.conn.send((request_id, op, slot, arg))
+        return await future
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.alive = False
+        try:
+            with self._send_lock:
+                self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(timeout=2)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+def _resolve(future: asyncio.Future, ok: bool, value) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(RecognizerUnavailable(str(value)))
+
+
+class Recognizer:
+    """One utterance's recognizer: a slot in a worker process, used through async calls."""
+
+    def __init__(self, worker: _Worker, slot: int):
+        self.worker = worker
+        self.slot = slot
+
+    async def start(self, context: dict) -> None:
+        self._context = context
+        await self.worker.call("start", self.slot, context)
+
+    async def feed(self, pcm16: bytes) -> str:
+        return await self.worker.call("feed", self.slot, pcm16)
+
+    async def finish(self) -> str:
+        text, context = await self.worker.call("finish", self.slot)
+        self._context.update(context)
+        return text
 
 
 class RecognizerPool:
-    def __init__(self, *, engine_path: str, size: int):
-        self.size = max(1, size)
-        self._engine_path = engine_path
-        self._engine = None
-        self._engine_lock = threading.Lock()
-        self._free: list = []
-        self._created = 0
+    def __init__(self, *, engine_path: str, size: int, processes: int):
+        self.engine_path = engine_path
+        self.processes = max(1, processes)
+        self.size = max(self.processes, size)
         self._lock = threading.Lock()
-        self.executor = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="recognizer")
+        self._workers: list[_Worker] = []
         self.busy = 0
 
-    def _engine_instance(self):
-        with self._engine_lock:
-            if self._engine is None:
-                self._engine = import_string(self._engine_path)()
-            return self._engine
-
-    def _take(self) -> tuple[object | None, bool]:
+    def _ensure_workers(self) -> None:
         with self._lock:
-            if self._free:
-                self.busy += 1
-                return self._free.pop(), False
-            if self._created < self.size:
-                self._created += 1
-                self.busy += 1
-                return None, True
-            return None, False
+            # A dead worker stays listed until its checked-out slots come back.
+            self._workers = [w for w in self._workers if w.alive or len(w.free) < w.slots]
+            while len([w for w in self._workers if w.alive]) < self.processes:
+                slots = self.size // self.processes
+                self._workers.append(_Worker(self.engine_path, slots))
 
-    async def acquire(self):
+    def _take(self) -> Recognizer | None:
+        with self._lock:
+            candidates = [w for w in self._workers if w.alive and w.free]
+            if not candidates:
+                return None
+            worker = max(candidates, key=lambda w: len(w.free))
+            self.busy += 1
+            return Recognizer(worker, worker.free.pop())
+
+    async def acquire(self) -> Recognizer:
         """A recognizer for one utterance; waits (without blocking the loop) when all are busy."""
+        self._ensure_workers()
         while True:
-            recognizer, create = self._take()
+            recognizer = self._take()
             if recognizer is not None:
                 return recognizer
-            if create:
-                loop = asyncio.get_running_loop()
-                try:
-                    return await loop.run_in_executor(
-                        self.executor, lambda: self._engine_instance().recognizer()
-                    )
-                except BaseException:
-                    with self._lock:
-                        self._created -= 1
-                        self.busy -= 1
-                    raise
             await asyncio.sleep(0.02)
+            self._ensure_workers()
 
-    def release(self, recognizer) -> None:
+    def release(self, recognizer: Recognizer) -> None:
         with self._lock:
             self.busy -= 1
-            self._free.append(recognizer)
+            recognizer.worker.free.append(recognizer.slot)
 
     def warm_up(self) -> None:
-        """Load the engine now (``python manage.py`` commands and benchmarks call this)."""
-        self._engine_instance()
+        """Start the worker processes now, rather than at the first utterance."""
+        self._ensure_workers()
+
+    def stop(self) -> None:
+        with self._lock:
+            for worker in self._workers:
+                worker.stop()
+            self._workers = []
 
 
 _pool: RecognizerPool | None = None
@@ -93,6 +223,8 @@ def get_pool() -> RecognizerPool:
     with _pool_lock:
         if _pool is None:
             _pool = RecognizerPool(
-                engine_path=settings.RECOGNIZER_ENGINE, size=settings.RECOGNIZER_POOL_SIZE
+                engine_path=settings.RECOGNIZER_ENGINE,
+                size=settings.RECOGNIZER_POOL_SIZE,
+                processes=settings.RECOGNIZER_PROCESSES,
             )
         return _pool
