@@ -222,3 +222,22 @@ def test_vad_finds_one_utterance_in_a_spoken_command():
 def test_vad_hears_no_speech_in_silence():
     segmenter = Segmenter()
     assert segmenter.feed(b"\x00" * 32000 * 3) == []
+
+
+@FAST
+async def test_a_dead_recognizer_worker_fails_only_the_utterance_in_flight(api):
+    from sessions_app.audio.recognizer import get_pool
+
+    comm, _ = await connect(create_session(api))
+    audio = load("cancel_the_last_task")
+    await stream(comm, audio[: len(audio) // 2])
+    await receive_until(comm, "speech.started")
+    for worker in get_pool()._workers:
+        worker.process.kill()
+        worker.process.join(timeout=5)
+    await stream(comm, audio[len(audio) // 2 :])
+    error = (await receive_until(comm, "error", timeout=20))[-1]
+    assert error["code"] == "recognition_failed"
+    await stream(comm, load("what_is_on_my_list"))
+    assert (await final_for(comm))[-1]["text"] == "what is on my list"
+    await comm.disconnect()
