@@ -17,7 +17,7 @@ import time
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 os.environ.setdefault("AUDIO_RATE_LIMIT_FACTOR", "100000")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
