@@ -8,6 +8,7 @@ process and flushed to the store once per tick, never one cache write per frame.
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import time
 from urllib.parse import parse_qs
@@ -18,6 +19,7 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from sessions_app import selectors, services
 from sessions_app.audio.formats import ENCODINGS, SAMPLE_RATES, bytes_per_second
@@ -70,6 +72,24 @@ class VoiceConsumer(AsyncWebsocketConsumer):
     session_id: str | None = None
     conn_gen = 0
     pipeline: AudioPipeline | None = None
+
+    async def __call__(self, scope, receive, send):
+        """Serve the socket; if the state store or channel layer fails, close with 1011."""
+        self._accepted = False
+        try:
+            await super().__call__(scope, receive, send)
+        except (KVUnavailable, RedisError, OSError) as exc:
+            logger.warning("socket_state_unavailable", error_type=type(exc).__name__)
+            with contextlib.suppress(Exception):
+                if not self._accepted:
+                    await send({"type": "websocket.accept"})
+                event = _close_event(1011, "state unavailable", seq=0)
+                await send({"type": "websocket.send", "text": json.dumps(event)})
+                await send({"type": "websocket.close", "code": 1011})
+
+    async def accept(self, subprotocol=None, headers=None):
+        self._accepted = True
+        await super().accept(subprotocol, headers)
 
     # Channels runs ``aclose_old_connections`` (a thread hop) before every message; this
     # service has no database on the socket path, so dispatch goes straight to the handler.

@@ -3,6 +3,7 @@
 import structlog
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
+from redis.exceptions import RedisError
 from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
@@ -32,8 +33,9 @@ def exception_handler(exc, context):
     """DRF's handler, plus 413 for oversized bodies and 503 when the state store is down."""
     if isinstance(exc, RequestDataTooBig):
         return Response({"detail": "Request body too large"}, status=413)
-    if isinstance(exc, KVUnavailable):
-        logger.warning("state_unavailable", error=str(exc))
+    if isinstance(exc, KVUnavailable | RedisError):
+        # The store wraps its own errors; Django's cache (the throttle) raises Redis's.
+        logger.warning("state_unavailable", error_type=type(exc).__name__)
         exc = StateUnavailable()
     return drf_exception_handler(exc, context)
 

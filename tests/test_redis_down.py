@@ -1,0 +1,64 @@
+"""With Redis unreachable, REST answers 503 with a clear detail, fast, and never a 500."""
+
+import time
+
+import pytest
+from django.test import override_settings
+
+from tests.conftest import KEY_HASH, redis_settings
+from voiceproject import kv
+
+pytestmark = pytest.mark.django_db(databases=[])
+
+DEAD = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+
+
+@pytest.fixture
+def dead_redis():
+    settings = redis_settings(DEAD)
+    for cache in settings["CACHES"].values():
+        cache["OPTIONS"] = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+    with override_settings(**settings):
+        kv.reset_kv()
+        yield
+    kv.reset_kv()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/api/v1/sessions", {"namespace_id": "u", "key_hash": KEY_HASH}),
+        ("get", "/api/v1/sessions/6f1c3b7e-2a8e-4f61-9b53-5a2a2f1f0b77", None),
+        ("delete", "/api/v1/sessions/6f1c3b7e-2a8e-4f61-9b53-5a2a2f1f0b77", None),
+        ("get", "/api/v1/sessions/6f1c3b7e-2a8e-4f61-9b53-5a2a2f1f0b77/stats", None),
+        ("get", "/api/v1/tasks/6f1c3b7e-2a8e-4f61-9b53-5a2a2f1f0b77", None),
+        ("post", "/api/v1/tasks/6f1c3b7e-2a8e-4f61-9b53-5a2a2f1f0b77/cancel", None),
+    ],
+)
+def test_rest_answers_503_within_a_bounded_time_when_redis_is_down(
+    dead_redis, api, method, path, body
+):
+    started = time.monotonic()
+    response = getattr(api, method)(path, body, format="json")
+    assert response.status_code == 503
+    assert response.json() == {"detail": "Session state is unavailable, try again shortly"}
+    assert time.monotonic() - started < 10  # bounded by the socket timeouts, not a hang
+
+
+async def test_a_socket_is_closed_with_1011_when_redis_is_down(dead_redis):
+    from channels.testing import WebsocketCommunicator
+
+    from sessions_app.tokens import token_issue
+    from voiceproject.asgi import application
+
+    sid = "6f1c3b7e-2a8e-4f61-9b53-5a2a2f1f0b77"
+    comm = WebsocketCommunicator(
+        application, f"/ws/voice?session_id={sid}&token={token_issue(session_id=sid)}"
+    )
+    connected, _ = await comm.connect(timeout=10)
+    assert connected
+    said = await comm.receive_json_from(timeout=10)
+    assert (said["type"], said["close_code"]) == ("error", 1011)
+    out = await comm.receive_output(timeout=10)
+    assert (out["type"], out["code"]) == ("websocket.close", 1011)
+    await comm.wait(timeout=10)
