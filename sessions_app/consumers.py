@@ -26,7 +26,7 @@ from sessions_app.audio.formats import ENCODINGS, SAMPLE_RATES, bytes_per_second
 from sessions_app.audio.pipeline import AudioPipeline, Backlogged, FormatError
 from tasks_app import selectors as task_selectors
 from tasks_app import services as task_services
-from voiceproject import clock
+from voiceproject import clock, metrics
 from voiceproject.ids import parse_uuid
 from voiceproject.kv import KVUnavailable
 
@@ -148,10 +148,12 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         await self._send_ready()
         await self._watch_tasks()
         self.tick_task = asyncio.get_running_loop().create_task(self._tick_loop())
+        metrics.SOCKETS_OPEN.inc()
 
     async def _refuse(self, code: int, reason: str) -> None:
         """Accept, say why (seq 0: no session is attached), close with the code."""
         logger.info("socket_refused", code=code, reason=reason)
+        metrics.SOCKET_CLOSES.labels(code=str(code)).inc()
         await self.accept()
         await self.send(text_data=json.dumps(_close_event(code, reason, seq=0)))
         await self.close(code=code, reason=reason)
@@ -193,6 +195,7 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         """Flush counts; the socket is gone, the session stays until its end of life."""
         if self.session_id is None:
             return
+        metrics.SOCKETS_OPEN.dec()
         if self.tick_task is not None:
             self.tick_task.cancel()
         if self.pipeline is not None:
@@ -347,6 +350,7 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         import uuid
 
         await self._status("processing")
+        metrics.UTTERANCES.labels(source="text" if utterance_id is None else "speech").inc()
         try:
             await _handle_utterance(
                 session_id=self.session_id,
@@ -440,6 +444,8 @@ class VoiceConsumer(AsyncWebsocketConsumer):
                 "audio_chunks_processed": self.processed,
             }
             self.rx = self.processed = 0
+            metrics.AUDIO_FRAMES_RECEIVED.inc(deltas["audio_chunks_received"])
+            metrics.AUDIO_FRAMES_PROCESSED.inc(deltas["audio_chunks_processed"])
             await services.asession_counters_add(session_id=self.session_id, deltas=deltas)
 
     # sending ------------------------------------------------------------------------------------
@@ -477,6 +483,7 @@ class VoiceConsumer(AsyncWebsocketConsumer):
             return
         self.closing = True
         logger.info("socket_closing", session_id=self.session_id, code=code, reason=reason)
+        metrics.SOCKET_CLOSES.labels(code=str(code)).inc()
         if code != 1000:
             try:
                 out = await services.session_aemit(

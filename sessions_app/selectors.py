@@ -73,3 +73,26 @@ def session_replay(*, session_id: str, after_seq: int) -> tuple[list[dict], bool
 
 
 asession_replay = aio(session_replay)
+
+
+def session_list(*, offset: int = 0, limit: int = 50) -> tuple[int, list[dict]]:
+    """Live sessions, soonest end first, one page of them, with the total (operators)."""
+    now = clock.now()
+    ids = store.live_page(now=now, offset=offset, limit=limit)
+    rows = [session_get(session_id=s) for s in ids]
+    return store.live_count(now=now), [r for r in rows if r is not None]
+
+
+def session_status_counts() -> dict[str, int]:
+    """How many live sessions are in each status (metrics): one pipelined read per page."""
+    counts: dict[str, int] = {}
+    now = clock.now()
+    offset, page = 0, 1000
+    while True:
+        ids = store.live_page(now=now, offset=offset, limit=page)
+        for status in store.session_statuses(session_ids=ids):
+            if status is not None:
+                counts[status] = counts.get(status, 0) + 1
+        if len(ids) < page:
+            return counts
+        offset += page

@@ -42,7 +42,23 @@ class SessionResponseSerializer(serializers.Serializer):
     namespace_id = serializers.CharField()
     status = serializers.CharField()
     created_at = serializers.CharField()
-    websocket_url = serializers.CharField()
+    websocket_url = serializers.CharField(allow_null=True)
     expires_at = serializers.CharField()
     message_count = serializers.IntegerField()
     pending_tasks_count = serializers.IntegerField()
+
+
+class ClosedSerializer(serializers.Serializer):
+    status = serializers.CharField(default="closed")
+    session_id = serializers.UUIDField()
+
+
+class StatsSerializer(serializers.Serializer):
+    session_id_truncated = serializers.CharField()
+    status = serializers.CharField()
+    age_seconds = serializers.FloatField()
+    message_count = serializers.IntegerField()
+    pending_tasks_count = serializers.IntegerField()
+    audio_chunks_received = serializers.IntegerField()
+    audio_chunks_processed = serializers.IntegerField()
+    device_type = serializers.CharField()

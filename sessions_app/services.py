@@ -90,6 +90,7 @@ def session_create(
     }
     try:
         store.session_put(session_id=session_id, record=record, ttl=window)
+        store.live_add(session_id=session_id, now=now, until=now + window)
     except Exception:
         store.slot_release(namespace_id=namespace_id, session_id=session_id)
         raise
@@ -137,6 +138,7 @@ def session_connect(*, session_id: str, token: str) -> dict:
             _close_prepare(session_id, "abandoned")  # never connected: no socket to tell
             raise ConnectRefused(4404, "session not found")
         store.session_extend(session_id=session_id, ttl=max(1.0, expires_at - now))
+        store.live_add(session_id=session_id, now=now, until=expires_at)
         store.session_update(session_id=session_id, fields={"connected_at": now})
     store.session_update(session_id=session_id, fields={"status": "connected"})
     record = store.session_get(session_id=session_id)
@@ -243,6 +245,7 @@ def _close_prepare(session_id: str, reason: str) -> dict | None:
     event = _event_stamp(session_id, {"type": "session.closed", "reason": reason}, True)
     store.session_delete(session_id=session_id)
     store.slot_release(namespace_id=record["namespace_id"], session_id=session_id)
+    store.live_remove(session_id=session_id)
     task_store.session_index_forget(session_id=session_id)
     logger.info("session_closed", session_id=session_id, reason=reason)
     return event or {"type": "session.closed", "reason": reason, "seq": int(record["seq"]) + 1}

@@ -7,6 +7,8 @@ Keys (under the cache's ``KEY_PREFIX``):
 * ``s:<id>:msg``   list: sealed messages (user utterances and replies), capped
 * ``ns:<sha>:live`` sorted set: live sessions of one namespace, scored by lease end
 * ``tok:<nonce>``  a used connect token (set-if-absent makes tokens one-time)
+* ``live``         sorted set: every live session, scored by lease end (operators' listing
+  and metrics page through it; nobody scans keys)
 
 TTLs: a new session lives ``CONNECT_WINDOW_SECONDS`` until its first connect, which extends it
 to ``SESSION_TTL_HOURS`` from creation. The lease in the namespace set has the same end, so an
@@ -112,6 +114,34 @@ def slot_release(*, namespace_id: str, session_id: str) -> None:
 
 def slot_count(*, namespace_id: str, now: float) -> int:
     return get_kv().lease_count(_namespace_key(namespace_id), now=now)
+
+
+# the index of live sessions -------------------------------------------------------------------
+_LIVE_KEY = "live"
+_NO_LIMIT = 2**62
+
+
+def live_add(*, session_id: str, now: float, until: float) -> None:
+    """List a session (or move its end); ended ones are dropped on the way."""
+    get_kv().lease_acquire(
+        _LIVE_KEY, session_id, limit=_NO_LIMIT, now=now, until=until, ttl=session_ttl()
+    )
+
+
+def live_remove(*, session_id: str) -> None:
+    get_kv().lease_release(_LIVE_KEY, session_id)
+
+
+def live_count(*, now: float) -> int:
+    return get_kv().lease_count(_LIVE_KEY, now=now)
+
+
+def live_page(*, now: float, offset: int, limit: int) -> list[str]:
+    return get_kv().lease_members(_LIVE_KEY, now=now, offset=offset, limit=limit)
+
+
+def session_statuses(*, session_ids: list[str]) -> list[str | None]:
+    return get_kv().hash_fields([_session_key(s) for s in session_ids], "status")
 
 
 # connect tokens -------------------------------------------------------------------------------

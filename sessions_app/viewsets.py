@@ -1,5 +1,6 @@
 """``/api/v1/sessions``: the seed's wire contract on DRF viewsets."""
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -7,13 +8,19 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 
 from sessions_app import selectors, services
-from sessions_app.serializers import SessionCreateSerializer
+from sessions_app.serializers import (
+    ClosedSerializer,
+    SessionCreateSerializer,
+    SessionResponseSerializer,
+    StatsSerializer,
+)
 from tasks_app.selectors import task_list, task_pending_count
-from tasks_app.serializers import TaskListQuerySerializer
+from tasks_app.serializers import TaskListQuerySerializer, TaskResponseSerializer
 from tasks_app.services import task_response
 from voiceproject.clock import iso
 from voiceproject.errors import NotFound
 from voiceproject.ids import parse_uuid
+from voiceproject.openapi import errors
 
 
 class SessionCreateThrottle(SimpleRateThrottle):
@@ -63,6 +70,10 @@ class SessionViewSet(viewsets.ViewSet):
     def get_throttles(self):
         return [SessionCreateThrottle()] if self.action == "create" else []
 
+    @extend_schema(
+        request=SessionCreateSerializer,
+        responses={200: SessionResponseSerializer, **errors(400, 401, 413, 429)},
+    )
     def create(self, request):
         """Create a session; the answer carries a ``websocket_url`` with a one-time token."""
         if not isinstance(request.data, dict):
@@ -72,10 +83,12 @@ class SessionViewSet(viewsets.ViewSet):
         record = services.session_create(**body.validated_data)
         return Response(_render(request, record))
 
+    @extend_schema(responses={200: SessionResponseSerializer, **errors(404)})
     def retrieve(self, request, pk=None):
         """The session's state, with a fresh ``websocket_url`` (how a client reconnects)."""
         return Response(_render(request, _session_or_404(pk)))
 
+    @extend_schema(responses={200: ClosedSerializer, **errors(404)})
     def destroy(self, request, pk=None):
         """Close the session: its live socket, on any worker, gets 1000."""
         record = _session_or_404(pk)
@@ -83,6 +96,10 @@ class SessionViewSet(viewsets.ViewSet):
             raise NotFound("Session not found")
         return Response({"status": "closed", "session_id": record["id"]})
 
+    @extend_schema(
+        parameters=[TaskListQuerySerializer],
+        responses={200: TaskResponseSerializer(many=True), **errors(400, 404)},
+    )
     @action(detail=True, methods=["get"])
     def tasks(self, request, pk=None):
         """The session's tasks, optionally ``?state=``."""
@@ -92,6 +109,7 @@ class SessionViewSet(viewsets.ViewSet):
         tasks = task_list(session_id=record["id"], state=query.validated_data.get("state"))
         return Response([task_response(t) for t in tasks])
 
+    @extend_schema(responses={200: StatsSerializer, **errors(404)})
     @action(detail=True, methods=["get"])
     def stats(self, request, pk=None):
         """Aggregate counts, no PII."""

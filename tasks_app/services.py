@@ -23,6 +23,7 @@ from tasks_app.states import PENDING, sources_of
 from voiceproject import clock
 from voiceproject.crypto import seal
 from voiceproject.layer import send_sync
+from voiceproject.metrics import TASK_STATES
 
 logger = structlog.get_logger(__name__)
 
@@ -81,6 +82,7 @@ def task_create(*, session_id: str, task_type: str, payload: dict) -> dict:
     store.task_put(task_id=task_id, record=record)
     store.session_index_add(session_id=session_id, task_id=task_id, created_at=now)
     _emit_task("task.created", record)
+    TASK_STATES.labels(state=state).inc()
     logger.info("task_created", task_id=task_id, session_id=session_id, type=task_type)
     if state == "queued":
         task_dispatch(task_id=task_id)
@@ -108,6 +110,7 @@ def task_transition(
     if record is None:
         raise TaskNotFound()
     _emit_task("task.updated", record)
+    TASK_STATES.labels(state=to).inc()
     logger.info("task_state_changed", task_id=task_id, state_from=current, state_to=to)
     return record
 

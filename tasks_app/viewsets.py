@@ -1,12 +1,16 @@
 """``/api/v1/tasks``: read a task, its result, confirm or cancel it."""
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from tasks_app import selectors, services
+from tasks_app.serializers import TaskResponseSerializer
 from voiceproject.errors import Conflict
 from voiceproject.ids import parse_uuid
+from voiceproject.openapi import errors
 
 
 def _task_or_404(pk: str) -> dict:
@@ -20,10 +24,12 @@ def _task_or_404(pk: str) -> dict:
 class TaskViewSet(viewsets.ViewSet):
     lookup_value_regex = "[^/]+"
 
+    @extend_schema(responses={200: TaskResponseSerializer, **errors(404)})
     def retrieve(self, request, pk=None):
         """One task."""
         return Response(services.task_response(_task_or_404(pk)))
 
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, **errors(404, 409)})
     @action(detail=True, methods=["get"])
     def result(self, request, pk=None):
         """The handler's result; 409 while the task has none."""
@@ -33,12 +39,14 @@ class TaskViewSet(viewsets.ViewSet):
             raise Conflict(f"Task is {record['state']}; it has no result")
         return Response(result)
 
+    @extend_schema(request=None, responses={200: TaskResponseSerializer, **errors(404, 409)})
     @action(detail=True, methods=["post"])
     def confirm(self, request, pk=None):
         """``draft`` to ``queued``."""
         record = _task_or_404(pk)
         return Response(services.task_response(services.task_confirm(task_id=record["id"])))
 
+    @extend_schema(request=None, responses={200: TaskResponseSerializer, **errors(404, 409)})
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Any pending state to ``cancelled``."""

@@ -10,6 +10,7 @@ django_asgi_app = get_asgi_application()  # sets Django up before consumers are 
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from tasks_app.worker import TaskWorker  # noqa: E402
 from voiceproject.layer import remember_serving_loop  # noqa: E402
@@ -39,7 +40,9 @@ def _allowed_origins() -> list[str]:
 
 _router = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Static files are only Swagger UI's (bundled by drf-spectacular-sidecar), served by the
+        # app itself so that /api/docs/ works without a CDN or a separate static server.
+        "http": ASGIStaticFilesHandler(django_asgi_app),
         "websocket": NativeClientOriginValidator(
             URLRouter(websocket_urlpatterns), _allowed_origins()
         ),

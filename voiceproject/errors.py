@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from voiceproject.kv import KVUnavailable
+from voiceproject.metrics import REDIS_ERRORS
 
 logger = structlog.get_logger(__name__)
 
@@ -36,6 +37,8 @@ def exception_handler(exc, context):
     if isinstance(exc, KVUnavailable | RedisError):
         # The store wraps its own errors; Django's cache (the throttle) raises Redis's.
         logger.warning("state_unavailable", error_type=type(exc).__name__)
+        if isinstance(exc, RedisError):
+            REDIS_ERRORS.inc()
         exc = StateUnavailable()
     return drf_exception_handler(exc, context)
 

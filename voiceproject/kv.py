@@ -224,6 +224,24 @@ class RedisKV:
     def lease_count(self, key: str, *, now: float) -> int:
         return int(self._call("zcount", self._k(key), f"({now}", "+inf"))
 
+    def lease_members(self, key: str, *, now: float, offset: int, limit: int) -> list[str]:
+        """Members whose lease has not ended, soonest end first (a page of them)."""
+        members = self._call(
+            "zrangebyscore", self._k(key), f"({now}", "+inf", start=offset, num=limit
+        )
+        return [m.decode() for m in members]
+
+    def hash_fields(self, keys: list[str], field: str) -> list[str | None]:
+        """One field of many hashes, in one round trip."""
+        try:
+            with self._client.pipeline(transaction=False) as p:
+                for key in keys:
+                    p.hget(self._k(key), field)
+                values = p.execute()
+        except Exception as exc:
+            raise _wrap(exc) from exc
+        return [v.decode() if v is not None else None for v in values]
+
     # sorted index (member -> score) -----------------------------------------------------
     def index_add(self, key: str, member: str, score: float, ttl: float) -> None:
         k = self._k(key)
@@ -276,6 +294,8 @@ class LocalKV:
     def __init__(self, cache):
         self._cache = cache
         self._lock = threading.RLock()
+        self._leases: dict[str, dict[str, float]] = {}
+        self._writes = 0
 
     # A value is stored as (expires_at, data) so that updates can keep the remaining TTL.
     def _get(self, key: str):
@@ -365,36 +385,60 @@ class LocalKV:
             self._put(key, True, ttl=ttl)
             return True
 
+    # Lease sets are kept as native dicts, not pickled into LocMemCache: the index of live
+    # sessions holds every session, and re-pickling it on each create would make creates
+    # cost O(sessions). Ended leases are pruned when a set is read, and every 1000 writes.
+    def _lease_set(self, key: str) -> dict[str, float]:
+        return self._leases.setdefault(key, {})
+
+    def _maybe_prune(self, now: float) -> None:
+        self._writes += 1
+        if self._writes % 1000 == 0:
+            for key in list(self._leases):
+                live = {m: t for m, t in self._leases[key].items() if t > now}
+                if live:
+                    self._leases[key] = live
+                else:
+                    del self._leases[key]
+
     def lease_acquire(
         self, key: str, member: str, *, limit: int, now: float, until: float, ttl: float
     ) -> bool:
         with self._lock:
-            leases = {m: t for m, t in (self._get(key) or {}).items() if t > now}
-            if len(leases) >= limit:
-                self._put(key, leases, keep=True, ttl=ttl)
-                return False
+            leases = self._lease_set(key)
+            if limit < len(leases) + 1:  # only then is counting the live ones needed
+                for m in [m for m, t in leases.items() if t <= now]:
+                    del leases[m]
+                if len(leases) >= limit:
+                    return False
             leases[member] = until
-            self._put(key, leases, ttl=max(ttl, self.ttl(key) or 0))
+            self._maybe_prune(now)
             return True
 
     def lease_extend(self, key: str, member: str, *, until: float, ttl: float) -> bool:
         with self._lock:
-            leases = self._get(key)
+            leases = self._leases.get(key)
             if not leases or member not in leases:
                 return False
             leases[member] = until
-            self._put(key, leases, ttl=max(ttl, self.ttl(key) or 0))
             return True
 
     def lease_release(self, key: str, member: str) -> None:
         with self._lock:
-            leases = self._get(key)
-            if leases and leases.pop(member, None) is not None:
-                self._put(key, leases, keep=True)
+            self._leases.get(key, {}).pop(member, None)
 
     def lease_count(self, key: str, *, now: float) -> int:
         with self._lock:
-            return sum(1 for t in (self._get(key) or {}).values() if t > now)
+            return sum(1 for t in self._leases.get(key, {}).values() if t > now)
+
+    def lease_members(self, key: str, *, now: float, offset: int, limit: int) -> list[str]:
+        with self._lock:
+            live = sorted((t, m) for m, t in self._leases.get(key, {}).items() if t > now)
+            return [m for _, m in live[offset : offset + limit]]
+
+    def hash_fields(self, keys: list[str], field: str) -> list[str | None]:
+        with self._lock:
+            return [(self._get(k) or {}).get(field) for k in keys]
 
     def index_add(self, key: str, member: str, score: float, ttl: float) -> None:
         with self._lock:
@@ -453,7 +497,10 @@ def _enc(value: Any) -> str:
 def _wrap(exc: Exception) -> Exception:
     import redis
 
+    from voiceproject.metrics import REDIS_ERRORS
+
     if isinstance(exc, redis.RedisError | OSError):
+        REDIS_ERRORS.inc()
         return KVUnavailable(type(exc).__name__)
     return exc
 

@@ -101,6 +101,8 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "sessions_app",
     "tasks_app",
@@ -205,6 +207,17 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "voiceproject.errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"session_create": SESSION_CREATE_RATE},
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Voice session service",
+    "DESCRIPTION": "Sessions, tasks and their errors. The socket protocol: docs/protocol.md.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",  # served from this service: no CDN, works offline
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "console" if DEBUG else "json")

@@ -1,8 +1,11 @@
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from sessions_app.viewsets import SessionViewSet
 from tasks_app.viewsets import TaskViewSet
+from voiceproject import health
+from voiceproject.metrics import metrics_view
 
 router = SimpleRouter()
 router.trailing_slash = "/?"  # the contract: a trailing slash is optional on every path
@@ -11,6 +14,11 @@ router.register("tasks", TaskViewSet, basename="task")
 
 urlpatterns = [
     path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("healthz", health.healthz),
+    path("readyz", health.readyz),
+    path("metrics", metrics_view),
 ]
 
 handler400 = "voiceproject.errors.json_400"

@@ -8,6 +8,7 @@ its audio to a pooled recognizer in batches of ``BATCH_BYTES``.
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -16,6 +17,7 @@ import structlog
 from sessions_app.audio.formats import TARGET_RATE, Decoder, FormatError
 from sessions_app.audio.recognizer import get_pool
 from sessions_app.audio.vad import Segmenter
+from voiceproject.metrics import RECOGNITION_LATENCY
 
 logger = structlog.get_logger(__name__)
 
@@ -45,6 +47,7 @@ class _Utterance:
         self.pending = bytearray()
         self.total = 0
         self.ended = False
+        self.ended_at = 0.0
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
 
@@ -56,6 +59,7 @@ class _Utterance:
 
     def end(self) -> None:
         self.ended = True
+        self.ended_at = time.monotonic()
         self.wake.set()
 
 
@@ -168,6 +172,7 @@ class AudioPipeline:
                 if utt.ended and not utt.pending:
                     break
             text = await recognizer.finish()
+            RECOGNITION_LATENCY.observe(time.monotonic() - utt.ended_at)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -1,0 +1,124 @@
+"""What the platform and client developers read: probes, metrics and the OpenAPI schema."""
+
+import asyncio
+
+import pytest
+import yaml
+from django.test import override_settings
+
+from tests.conftest import redis_settings
+from tests.test_redis_down import DEAD
+from voiceproject import kv
+
+pytestmark = pytest.mark.django_db(databases=[])
+
+
+def test_healthz_says_the_process_is_up(api):
+    response = api.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+async def test_readyz_is_ready_when_cache_and_channel_layer_answer(backend, api):
+    from tests.conftest import aget
+
+    response = await aget(api, "/readyz")
+    assert response.status_code == 200 and response.json() == {"status": "ready"}
+
+
+async def test_readyz_is_503_with_the_reason_when_redis_is_down(api):
+    from tests.conftest import aget
+
+    settings = redis_settings(DEAD)
+    for cache in settings["CACHES"].values():
+        cache["OPTIONS"] = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+    with override_settings(**settings):
+        kv.reset_kv()
+        from channels.layers import channel_layers
+
+        channel_layers.backends.clear()
+        response = await aget(api, "/readyz")
+    kv.reset_kv()
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert set(body["failing"]) == {"cache", "channel_layer"}
+
+
+def test_the_openapi_schema_covers_every_endpoint_with_its_errors(api):
+    response = api.get("/api/schema/")
+    assert response.status_code == 200
+    schema = yaml.safe_load(response.content)
+    paths = schema["paths"]
+    expected = {
+        ("/api/v1/sessions/", "post"): {"200", "400", "401", "413", "429", "503"},
+        ("/api/v1/sessions/{id}/", "get"): {"200", "404", "503"},
+        ("/api/v1/sessions/{id}/", "delete"): {"200", "404", "503"},
+        ("/api/v1/sessions/{id}/tasks/", "get"): {"200", "400", "404", "503"},
+        ("/api/v1/sessions/{id}/stats/", "get"): {"200", "404", "503"},
+        ("/api/v1/tasks/{id}/", "get"): {"200", "404", "503"},
+        ("/api/v1/tasks/{id}/result/", "get"): {"200", "404", "409", "503"},
+        ("/api/v1/tasks/{id}/confirm/", "post"): {"200", "404", "409", "503"},
+        ("/api/v1/tasks/{id}/cancel/", "post"): {"200", "404", "409", "503"},
+    }
+    for (path, method), codes in expected.items():
+        assert set(paths[path][method]["responses"]) == codes, (path, method)
+
+
+def test_swagger_ui_is_served_without_a_cdn(api):
+    response = api.get("/api/docs/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "swagger-ui" in page and "cdn" not in page.lower()
+
+
+async def test_metrics_have_their_names_and_types_after_a_session_ran(backend, api):
+    import re
+
+    from tests.conftest import aget, connect, create_session, receive_until
+    from tests.test_speech import FAST, final_for, load, stream
+
+    session = create_session(api)
+    with FAST:
+        comm, _ = await connect(session)
+        await stream(comm, load("create_a_task_fix_the_bike"))
+        await final_for(comm)
+        await receive_until(comm, "response")
+        await comm.send_json_to({"type": "text", "text": "what is on my list"})
+        await receive_until(comm, "response")
+        await asyncio.sleep(0.2)  # one socket tick flushes the audio counts
+        text = (await aget(api, "/metrics")).content.decode()
+        await comm.disconnect()
+
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    assert types == {
+        "voice_sockets_open": "gauge",
+        "voice_audio_frames_received_total": "counter",
+        "voice_audio_frames_processed_total": "counter",
+        "voice_utterances_total": "counter",
+        "voice_recognition_latency_seconds": "histogram",
+        "voice_task_transitions_total": "counter",
+        "voice_socket_closes_total": "counter",
+        "voice_redis_errors_total": "counter",
+        "voice_sessions": "gauge",
+    }
+    assert 'voice_utterances_total{source="speech"}' in text
+    assert 'voice_utterances_total{source="text"}' in text
+    assert re.search(r'^voice_sessions\{status="(?:processing|connected)"\} 1\.0$', text, re.M)
+    assert re.search(r"^voice_audio_frames_received_total [1-9]", text, re.M)
+    assert re.search(r"^voice_recognition_latency_seconds_count [1-9]", text, re.M)
+    assert session["id"][:8] not in text, "no per-session labels"
+    assert "namespace" not in text
+
+
+def test_the_live_index_counts_sessions_without_scanning_keys(backend, api):
+    from sessions_app import selectors
+    from tests.conftest import create_session
+
+    ids = {create_session(api, namespace_id=f"n{i}")["id"] for i in range(7)}
+    total, rows = selectors.session_list(offset=0, limit=5)
+    assert total == 7 and len(rows) == 5 and {r["id"] for r in rows} <= ids
+    _, rest = selectors.session_list(offset=5, limit=5)
+    assert {r["id"] for r in rows} | {r["id"] for r in rest} == ids
+    api.delete(f"/api/v1/sessions/{sorted(ids)[0]}")
+    assert selectors.session_list()[0] == 6
+    assert selectors.session_status_counts() == {"created": 6}

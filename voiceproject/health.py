@@ -1,0 +1,39 @@
+"""Probes for the platform: ``/healthz`` (the process is up) and ``/readyz`` (it can serve)."""
+
+import asyncio
+
+from channels.layers import get_channel_layer
+from django.http import JsonResponse
+
+from voiceproject.kv import aio, get_kv
+
+
+def healthz(request):
+    """The process is up and answering."""
+    return JsonResponse({"status": "ok"})
+
+
+def _cache_ok() -> bool:
+    return get_kv().ping()
+
+
+_acache_ok = aio(_cache_ok)
+
+
+async def readyz(request):
+    """The cache and the channel layer answer; 503 with the reason when one does not."""
+    failing = {}
+    try:
+        await asyncio.wait_for(_acache_ok(), 3)
+    except Exception as exc:
+        failing["cache"] = type(exc).__name__
+    try:
+        layer = get_channel_layer()
+        channel = await asyncio.wait_for(layer.new_channel("readyz."), 3)
+        await asyncio.wait_for(layer.send(channel, {"type": "readyz.ping"}), 3)
+        await asyncio.wait_for(layer.receive(channel), 3)
+    except Exception as exc:
+        failing["channel_layer"] = type(exc).__name__
+    if failing:
+        return JsonResponse({"status": "unavailable", "failing": failing}, status=503)
+    return JsonResponse({"status": "ready"})
