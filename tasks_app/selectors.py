@@ -43,3 +43,26 @@ def task_result(*, record: dict) -> dict | None:
     if not record.get("result"):
         return None
     return json.loads(unseal(record["session_id"], record["result"]))
+
+
+def task_recent(
+    *, state: str | None = None, task_type: str | None = None, limit: int = 100, window: int = 2000
+) -> list[dict]:
+    """The newest tasks (operators), filtered by state and type over the newest ``window``."""
+    out = []
+    offset = 0
+    while offset < window and len(out) < limit:
+        ids = store.task_page(offset=offset, limit=200)
+        if not ids:
+            break
+        for task_id in ids:
+            record = task_get(task_id=task_id)
+            if record is None:
+                continue
+            if (state and record["state"] != state) or (task_type and record["type"] != task_type):
+                continue
+            out.append(record)
+            if len(out) >= limit:
+                break
+        offset += len(ids)
+    return out

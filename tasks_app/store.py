@@ -2,6 +2,8 @@
 
 * ``t:<id>``          hash: the task (its text and result sealed), TTL ``TASK_TTL_HOURS``
 * ``ts:<session id>`` sorted set: the session's task ids by creation time, gone with the session
+* ``tasks``           sorted set: every task id by creation time (operators' listing), entries
+  older than ``TASK_TTL_HOURS`` dropped as new ones come
 """
 
 from django.conf import settings
@@ -22,7 +24,15 @@ def task_ttl() -> float:
 
 
 def task_put(*, task_id: str, record: dict) -> None:
-    get_kv().hash_create(_task_key(task_id), record, task_ttl())
+    kv = get_kv()
+    kv.hash_create(_task_key(task_id), record, task_ttl())
+    created = float(record["created_at"])
+    kv.index_add("tasks", task_id, created, task_ttl(), drop_below=created - task_ttl())
+
+
+def task_page(*, offset: int, limit: int) -> list[str]:
+    """Task ids, newest first."""
+    return [task_id for task_id, _ in get_kv().index_page("tasks", offset=offset, limit=limit)]
 
 
 def task_get(*, task_id: str) -> dict | None:

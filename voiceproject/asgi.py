@@ -12,6 +12,7 @@ from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from ops.services import worker_heartbeat_start  # noqa: E402
 from tasks_app.worker import TaskWorker  # noqa: E402
 from voiceproject.layer import remember_serving_loop  # noqa: E402
 from voiceproject.routing import websocket_urlpatterns  # noqa: E402
@@ -55,4 +56,5 @@ async def application(scope, receive, send):
     """The router, noting which loop serves this process's sockets (see voiceproject.layer)."""
     if scope["type"] == "websocket":
         remember_serving_loop()
+    worker_heartbeat_start()
     return await _router(scope, receive, send)

@@ -243,10 +243,14 @@ class RedisKV:
         return [v.decode() if v is not None else None for v in values]
 
     # sorted index (member -> score) -----------------------------------------------------
-    def index_add(self, key: str, member: str, score: float, ttl: float) -> None:
+    def index_add(
+        self, key: str, member: str, score: float, ttl: float, *, drop_below: float | None = None
+    ) -> None:
         k = self._k(key)
         try:
             with self._client.pipeline(transaction=True) as p:
+                if drop_below is not None:
+                    p.zremrangebyscore(k, "-inf", f"({drop_below}")
                 p.zadd(k, {member: score})
                 p.pexpire(k, _ms(ttl))
                 p.execute()
@@ -255,6 +259,11 @@ class RedisKV:
 
     def index_members(self, key: str) -> list[str]:
         return [m.decode() for m in self._call("zrange", self._k(key), 0, -1)]
+
+    def index_page(self, key: str, *, offset: int, limit: int) -> list[tuple[str, float]]:
+        """Highest scores first (newest), one page."""
+        rows = self._call("zrevrange", self._k(key), offset, offset + limit - 1, withscores=True)
+        return [(m.decode(), float(score)) for m, score in rows]
 
     # event stream -----------------------------------------------------------------------
     def emit(
@@ -295,6 +304,7 @@ class LocalKV:
         self._cache = cache
         self._lock = threading.RLock()
         self._leases: dict[str, dict[str, float]] = {}
+        self._indexes: dict[str, tuple[float, dict[str, float]]] = {}
         self._writes = 0
 
     # A value is stored as (expires_at, data) so that updates can keep the remaining TTL.
@@ -377,6 +387,7 @@ class LocalKV:
         with self._lock:
             for k in keys:
                 self._cache.delete(k)
+                self._indexes.pop(k, None)
 
     def claim(self, key: str, ttl: float) -> bool:
         with self._lock:
@@ -440,16 +451,33 @@ class LocalKV:
         with self._lock:
             return [(self._get(k) or {}).get(field) for k in keys]
 
-    def index_add(self, key: str, member: str, score: float, ttl: float) -> None:
+    # Sorted indexes are native dicts too (the task index holds every task); each has an
+    # expiry of its own, like a Redis key.
+    def index_add(
+        self, key: str, member: str, score: float, ttl: float, *, drop_below: float | None = None
+    ) -> None:
         with self._lock:
-            index = self._get(key) or {}
+            expires_at, index = self._indexes.get(key, (0.0, {}))
+            if expires_at <= time.time():
+                index = {}
+            if drop_below is not None and len(index) % 100 == 0:
+                index = {m: sc for m, sc in index.items() if sc >= drop_below}
             index[member] = score
-            self._put(key, index, ttl=ttl)
+            self._indexes[key] = (time.time() + ttl, index)
+
+    def _index(self, key: str) -> dict[str, float]:
+        expires_at, index = self._indexes.get(key, (0.0, {}))
+        return index if expires_at > time.time() else {}
 
     def index_members(self, key: str) -> list[str]:
         with self._lock:
-            index = self._get(key) or {}
+            index = self._index(key)
             return sorted(index, key=index.__getitem__)
+
+    def index_page(self, key: str, *, offset: int, limit: int) -> list[tuple[str, float]]:
+        with self._lock:
+            rows = sorted(self._index(key).items(), key=lambda kv: kv[1], reverse=True)
+            return rows[offset : offset + limit]
 
     def emit(
         self, hash_key: str, list_key: str, *, payload: str, cap: int, buffered: bool

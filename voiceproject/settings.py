@@ -81,6 +81,7 @@ RECOGNIZER_ENGINE = os.environ.get(
 # holds a recognizer for its whole duration but needs CPU only for each 200 ms batch.
 RECOGNIZER_POOL_SIZE = _env_int("RECOGNIZER_POOL_SIZE", 4 * (os.cpu_count() or 2))
 RECOGNIZER_PROCESSES = _env_int("RECOGNIZER_PROCESSES", os.cpu_count() or 2)
+WORKER_HEARTBEAT_SECONDS = _env_float("WORKER_HEARTBEAT_SECONDS", 10)
 TASK_RUNNER = os.environ.get("TASK_RUNNER", "worker" if REDIS_URL else "inprocess")
 TASK_WORKER_CHANNEL = "voice-tasks"
 TASK_HANDLERS = {
@@ -97,8 +98,11 @@ TASK_TYPES_NEEDING_CONFIRMATION = {
 
 INSTALLED_APPS = [
     "daphne",
+    "django.contrib.admin",
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
@@ -106,13 +110,25 @@ INSTALLED_APPS = [
     "channels",
     "sessions_app",
     "tasks_app",
+    "ops",
 ]
 
-# A DB-less API: no session, CSRF-cookie or message middleware on the request path.
+# The API needs none of the session, auth, CSRF and message middleware, but the operators'
+# pages do (Django's login). All of it is lazy: a REST request never reads a cookie session,
+# and DRF's views are CSRF-exempt.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# Operators' login sessions live in a signed cookie: nothing about them in a database.
+SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+SESSION_COOKIE_HTTPONLY = True
+LOGIN_URL = "/admin/login/"
 APPEND_SLASH = False
 
 ROOT_URLCONF = "voiceproject.urls"
@@ -123,7 +139,13 @@ TEMPLATES = [
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [],
         "APP_DIRS": True,
-        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
     }
 ]
 

@@ -203,6 +203,10 @@ class RecognizerPool:
             self.busy -= 1
             recognizer.worker.free.append(recognizer.slot)
 
+    def alive_processes(self) -> int:
+        with self._lock:
+            return sum(1 for w in self._workers if w.alive)
+
     def warm_up(self) -> None:
         """Start the worker processes now, rather than at the first utterance."""
         self._ensure_workers()
