@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint format install install-dev worker bench clean
+.PHONY: serve test lint format install install-dev worker superuser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,13 @@ install-dev: $(VENV)/.installed-dev
 
 ## Install, then serve on the embedded defaults (no Redis) at http://127.0.0.1:8000
 serve: $(VENV)/.installed
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --noinput -v 0
 	DEBUG=$${DEBUG:-1} $(BIN)/daphne -v 0 -b $(HOST) -p $(PORT) voiceproject.asgi:application
+
+## An operator account for /ops/ (Django's auth tables, in SQLite)
+superuser: $(VENV)/.installed
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --noinput -v 0
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py createsuperuser
 
 ## The task runner for REDIS_URL deployments (TASK_RUNNER=worker)
 worker: $(VENV)/.installed

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from sessions_app.pages import client, favicon
 from sessions_app.viewsets import SessionViewSet
 from tasks_app.viewsets import TaskViewSet
 from voiceproject import health
@@ -14,6 +15,8 @@ router.register("sessions", SessionViewSet, basename="session")
 router.register("tasks", TaskViewSet, basename="task")
 
 urlpatterns = [
+    path("", client, name="client"),
+    path("favicon.ico", favicon),
     path("api/v1/", include(router.urls)),
     path("ops/", include("ops.urls")),
     path("admin/", admin.site.urls),

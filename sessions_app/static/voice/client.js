@@ -1,0 +1,245 @@
+// The web client: a session over REST, the microphone over /ws/voice, events on the page.
+"use strict";
+
+const CLOSE_MEANINGS = {
+  1000: "Session closed",
+  1006: "Connection lost",
+  1011: "Server error",
+  4400: "Protocol error",
+  4401: "Not authorised (token refused)",
+  4404: "Session not found or closed",
+  4408: "Closed after being idle",
+  4409: "Replaced by a newer connection (another tab?)",
+  4413: "A frame was too large",
+  4429: "Audio arrived too fast",
+};
+const RECONNECT_CODES = new Set([1006, 1011, 1001]);
+
+const $ = (id) => document.getElementById(id);
+const state = { session: null, ws: null, lastSeq: 0, seen: new Set(), tasks: new Map(),
+  userClosed: false, mic: null, retries: 0, partial: null };
+
+function show(id, text) { $(id).textContent = text; }
+
+function log(kind, text) {
+  const li = document.createElement("li");
+  li.className = kind;
+  li.textContent = text;
+  $("log").prepend(li);
+  while ($("log").children.length > 50) $("log").lastChild.remove();
+}
+
+async function keyHash() {
+  let key = localStorage.getItem("voice.key");
+  if (!key) {
+    key = crypto.randomUUID();
+    localStorage.setItem("voice.key", key);
+  }
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key));
+  return "sha256:" + [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function api(method, path, body) {
+  const response = await fetch(path, {
+    method, headers: { "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(data.detail || JSON.stringify(data) || response.statusText);
+  return data;
+}
+
+async function newSession() {
+  try {
+    let ns = localStorage.getItem("voice.namespace");
+    if (!ns) {
+      ns = "web-" + crypto.randomUUID().slice(0, 8);
+      localStorage.setItem("voice.namespace", ns);
+    }
+    const session = await api("POST", "/api/v1/sessions", {
+      namespace_id: ns, key_hash: await keyHash(), device_type: "web", client_version: "web-1",
+    });
+    Object.assign(state, {
+      session, lastSeq: 0, seen: new Set(), tasks: new Map(), userClosed: false, closedBecause: null,
+    });
+    renderTasks();
+    show("session", session.id.slice(0, 8));
+    connect(session.websocket_url, false);
+  } catch (err) {
+    showError("Could not create a session: " + err.message);
+  }
+}
+
+function connect(url, resume) {
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  state.ws = ws;
+  show("status", "connecting");
+  ws.onopen = () => {
+    state.retries = 0;
+    show("status", "connected");
+    $("mic").disabled = $("send").disabled = $("close").disabled = false;
+    if (resume) ws.send(JSON.stringify({ type: "session.resume", last_seq: state.lastSeq }));
+  };
+  ws.onmessage = (message) => onEvent(JSON.parse(message.data));
+  ws.onclose = (event) => onClose(ws, event.code);
+}
+
+function onEvent(event) {
+  if (event.seq) {
+    if (state.seen.has(event.seq)) return; // replayed after a resume, already shown
+    state.seen.add(event.seq);
+    state.lastSeq = Math.max(state.lastSeq, event.seq);
+  }
+  log(event.type, `${event.seq ?? ""} ${event.type}`);
+  switch (event.type) {
+    case "session.ready":
+      state.rate = event.audio.sample_rate;
+      show("format", `${event.audio.encoding} ${event.audio.sample_rate} Hz`);
+      break;
+    case "speech.started": show("status", "listening"); break;
+    case "speech.stopped": show("status", "processing"); break;
+    case "transcript.partial": setPartial(event.text); break;
+    case "transcript.final":
+      setPartial("");
+      addLine("transcripts", event.text);
+      break;
+    case "response": addLine("replies", event.text); show("status", "connected"); break;
+    case "task.created":
+    case "task.updated":
+      state.tasks.set(event.task.id, event.task);
+      renderTasks();
+      break;
+    case "error":
+      if (event.close_code) state.closeReason = event.message;
+      else showError(`${event.code}: ${event.message}`);
+      break;
+    case "session.closed":
+      state.userClosed = true;
+      state.closedBecause = event.reason;
+      show("status", `closed (${event.reason})`);
+      break;
+  }
+}
+
+function onClose(ws, code) {
+  if (ws !== state.ws) return;
+  stopMic(false);
+  $("mic").disabled = $("send").disabled = $("close").disabled = true;
+  const meaning = CLOSE_MEANINGS[code] || "Closed";
+  const reason = state.closeReason ? ` (${state.closeReason})` : "";
+  state.closeReason = null;
+  if (code === 1000 || state.userClosed) {
+    show("status", state.closedBecause ? `closed (${state.closedBecause})` : `closed: ${meaning}`);
+    return;
+  }
+  showError(`${code}: ${meaning}${reason}`);
+  show("status", `disconnected (${code})`);
+  if (RECONNECT_CODES.has(code) && state.session && state.retries < 5) {
+    state.retries += 1;
+    setTimeout(reconnect, 500 * 2 ** state.retries);
+  }
+}
+
+async function reconnect() {
+  try {
+    const fresh = await api("GET", `/api/v1/sessions/${state.session.id}`);
+    if (!fresh.websocket_url) return show("status", "closed: the session ended");
+    log("reconnect", "reconnecting with session.resume");
+    connect(fresh.websocket_url, true);
+  } catch (err) {
+    showError("Reconnect failed: " + err.message);
+  }
+}
+
+async function toggleMic() {
+  if (state.mic) return stopMic(true);
+  try {
+    const rate = state.rate || 16000; // the session's rate, from session.ready
+    const stream = await navigator.mediaDevices.getUserMedia({
+      audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true },
+    });
+    let context;
+    try {
+      context = new AudioContext({ sampleRate: rate });
+    } catch {
+      context = new AudioContext(); // the worklet resamples
+    }
+    await context.audioWorklet.addModule("/static/voice/pcm-worklet.js");
+    const node = new AudioWorkletNode(context, "pcm16-writer", {
+      processorOptions: { targetRate: rate, frameMs: 20 },
+    });
+    node.port.onmessage = (message) => {
+      if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(message.data);
+    };
+    context.createMediaStreamSource(stream).connect(node);
+    node.connect(context.destination); // silent: the processor writes no output
+    state.mic = { stream, context };
+    $("mic").textContent = "Stop microphone";
+  } catch (err) {
+    showError("Microphone: " + err.message);
+  }
+}
+
+function stopMic(commit) {
+  if (!state.mic) return;
+  state.mic.stream.getTracks().forEach((t) => t.stop());
+  state.mic.context.close();
+  state.mic = null;
+  $("mic").textContent = "Start microphone";
+  if (commit && state.ws && state.ws.readyState === WebSocket.OPEN) {
+    state.ws.send(JSON.stringify({ type: "audio.commit" }));
+  }
+}
+
+function sendText(event) {
+  event.preventDefault();
+  const text = $("text").value.trim();
+  if (text && state.ws && state.ws.readyState === WebSocket.OPEN) {
+    state.ws.send(JSON.stringify({ type: "text", text }));
+    addLine("transcripts", "(typed) " + text);
+    $("text").value = "";
+  }
+}
+
+function closeSession() {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+    state.userClosed = true;
+    state.ws.send(JSON.stringify({ type: "session.close" }));
+  }
+}
+
+function setPartial(text) { $("partial").textContent = text; }
+
+function addLine(id, text) {
+  const li = document.createElement("li");
+  li.textContent = text;
+  $(id).append(li);
+}
+
+function renderTasks() {
+  const body = $("tasks");
+  body.replaceChildren();
+  for (const task of state.tasks.values()) {
+    const tr = document.createElement("tr");
+    tr.dataset.task = task.id;
+    for (const value of [task.type, task.state, task.error_message || ""]) {
+      const td = document.createElement("td");
+      td.textContent = value;
+      tr.append(td);
+    }
+    body.append(tr);
+  }
+}
+
+function showError(text) {
+  $("error").textContent = text;
+  $("error").hidden = false;
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("new").onclick = newSession;
+  $("mic").onclick = toggleMic;
+  $("textform").onsubmit = sendText;
+  $("close").onclick = closeSession;
+});
