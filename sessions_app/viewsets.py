@@ -1,5 +1,6 @@
 """``/api/v1/sessions``: the seed's wire contract on DRF viewsets."""
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
@@ -33,6 +34,9 @@ class SessionCreateThrottle(SimpleRateThrottle):
 
         self.cache = caches["throttle"]
         super().__init__()
+
+    def get_rate(self):
+        return settings.SESSION_CREATE_RATE
 
     def get_cache_key(self, request, view):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}

@@ -181,3 +181,18 @@ def test_a_session_past_its_life_reads_as_closed(api, session):
     body = api.get(f"/api/v1/sessions/{session['id']}").json()
     assert body["status"] == "closed"
     assert body["websocket_url"] is None
+
+
+def test_session_creates_are_throttled_per_client_ip(backend, api):
+    with override_settings(SESSION_CREATE_RATE="3/min"):
+        body = {"namespace_id": "busy", "key_hash": KEY_HASH}
+        for i in range(3):
+            ns = {"namespace_id": f"busy-{i}", "key_hash": KEY_HASH}
+            assert api.post("/api/v1/sessions", ns, REMOTE_ADDR="10.0.0.1").status_code == 200
+        refused = api.post("/api/v1/sessions", body, REMOTE_ADDR="10.0.0.1")
+        assert refused.status_code == 429
+        assert "throttled" in refused.json()["detail"]
+        assert int(refused["Retry-After"]) > 0
+        other = api.post("/api/v1/sessions", body, REMOTE_ADDR="10.0.0.2")
+        assert other.status_code == 200
+        assert api.get(f"/api/v1/sessions/{other.json()['id']}").status_code == 200

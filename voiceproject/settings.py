@@ -228,6 +228,9 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "voiceproject.errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"session_create": SESSION_CREATE_RATE},
+    # Behind N proxies (nginx), the client is the Nth address from the right of
+    # X-Forwarded-For; with 0, throttles count REMOTE_ADDR.
+    "NUM_PROXIES": _env_int("NUM_PROXIES", 0) or None,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
