@@ -136,7 +136,7 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         self.errors_in_row = 0
         self.audio_started = False
         self.replayed_upto = 0
-        self.last_activity = time.monotonic()
+        self.last_activity = self.alive_sent = time.monotonic()
         self.reminders: dict[str, float] = {}
         self.drafts: dict[str, float] = {}
         self.speaking = False
@@ -410,6 +410,11 @@ class VoiceConsumer(AsyncWebsocketConsumer):
 
     async def _tick(self) -> None:
         await self._flush_counters()
+        if time.monotonic() - self.alive_sent > settings.SOCKET_ALIVE_SECONDS:
+            self.alive_sent = time.monotonic()
+            await services.asession_socket_alive(
+                session_id=self.session_id, conn_gen=self.conn_gen, now=clock.now()
+            )
         if time.monotonic() - self.last_activity > settings.IDLE_TIMEOUT_SECONDS:
             await self._close(4408, "idle timeout")
             return

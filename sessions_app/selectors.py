@@ -2,10 +2,14 @@
 
 import json
 
+from django.conf import settings
+
 from sessions_app import store
 from voiceproject import clock
 from voiceproject.crypto import unseal
 from voiceproject.kv import aio
+
+SOCKET_STATUSES = ("connected", "listening", "processing")
 
 
 def session_get(*, session_id: str) -> dict | None:
@@ -26,8 +30,13 @@ def session_get(*, session_id: str) -> dict | None:
         "audio_chunks_processed",
     ):
         record[field] = int(record.get(field) or 0)
-    if record["expires_at"] <= clock.now():
+    now = clock.now()
+    if record["expires_at"] <= now:
         record["status"] = "closed"
+    elif record["status"] in SOCKET_STATUSES and (
+        now - float(record.get("socket_seen") or 0) > 3 * settings.SOCKET_ALIVE_SECONDS
+    ):
+        record["status"] = "created"  # its worker died without a goodbye: awaiting a reconnect
     return record
 
 

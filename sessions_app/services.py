@@ -140,7 +140,7 @@ def session_connect(*, session_id: str, token: str) -> dict:
         store.session_extend(session_id=session_id, ttl=max(1.0, expires_at - now))
         store.live_add(session_id=session_id, now=now, until=expires_at)
         store.session_update(session_id=session_id, fields={"connected_at": now})
-    store.session_update(session_id=session_id, fields={"status": "connected"})
+    store.session_update(session_id=session_id, fields={"status": "connected", "socket_seen": now})
     record = store.session_get(session_id=session_id)
     if record is None:
         raise ConnectRefused(4404, "session not found")
@@ -164,6 +164,16 @@ def session_set_status(*, session_id: str, status: str, conn_gen: int) -> bool:
 
 
 asession_set_status = aio(session_set_status)
+
+
+def session_socket_alive(*, session_id: str, conn_gen: int, now: float) -> bool:
+    """The current socket is still there (sent every ``SOCKET_ALIVE_SECONDS``)."""
+    return store.session_update_if_current(
+        session_id=session_id, conn_gen=conn_gen, fields={"socket_seen": now}
+    )
+
+
+asession_socket_alive = aio(session_socket_alive)
 
 
 def session_detach(*, session_id: str, conn_gen: int) -> bool:

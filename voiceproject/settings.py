@@ -68,6 +68,9 @@ ENCRYPTION_ENABLED = _env_bool("ENCRYPTION_ENABLED", True)
 EVENT_BUFFER_SIZE = _env_int("EVENT_BUFFER_SIZE", 1024)
 MESSAGE_HISTORY_SIZE = _env_int("MESSAGE_HISTORY_SIZE", 200)
 SOCKET_TICK_SECONDS = _env_float("SOCKET_TICK_SECONDS", 0.5)
+# A live socket marks its session every SOCKET_ALIVE_SECONDS; a session whose socket has not
+# for three times that (its worker was killed) reads as waiting for a reconnect (``created``).
+SOCKET_ALIVE_SECONDS = _env_float("SOCKET_ALIVE_SECONDS", 5)
 PROTOCOL_ERROR_BUDGET = _env_int("PROTOCOL_ERROR_BUDGET", 20)
 AUDIO_RATE_LIMIT_FACTOR = _env_float("AUDIO_RATE_LIMIT_FACTOR", 2.0)
 AUDIO_RATE_BURST_SECONDS = _env_float("AUDIO_RATE_BURST_SECONDS", 3.0)
