@@ -34,7 +34,7 @@ superuser: $(VENV)/.installed
 
 ## The task runner for REDIS_URL deployments (TASK_RUNNER=worker)
 worker: $(VENV)/.installed
-	$(BIN)/python manage.py runworker voice-tasks
+	$(BIN)/python manage.py runworker --layer tasks voice-tasks
 
 ## Install, then run the whole test suite
 test: $(VENV)/.installed-dev

@@ -149,7 +149,11 @@ def task_dispatch(*, task_id: str) -> None:
     """Hand a queued task to a runner: a thread here, or a ``runworker`` with Redis."""
     global _pool
     if settings.TASK_RUNNER == "worker":
-        send_sync(settings.TASK_WORKER_CHANNEL, {"type": "task.run", "task_id": task_id})
+        send_sync(
+            settings.TASK_WORKER_CHANNEL,
+            {"type": "task.run", "task_id": task_id},
+            alias=settings.TASK_WORKER_LAYER,
+        )
         return
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="task-handler")

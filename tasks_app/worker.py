@@ -1,7 +1,9 @@
 """The channel-layer worker that runs task handlers apart from the socket workers.
 
-Serve it with ``python manage.py runworker voice-tasks`` (used when ``TASK_RUNNER=worker``,
-the default with ``REDIS_URL``). Channels runs ``SyncConsumer`` handlers in a thread.
+Serve it with ``python manage.py runworker --layer tasks voice-tasks`` (used when
+``TASK_RUNNER=worker``, the default with ``REDIS_URL``). The ``tasks`` layer is list-based, so
+a task sent while no worker listens waits for one; several workers share the queue.
+Channels runs ``SyncConsumer`` handlers in a thread.
 """
 
 from channels.consumer import SyncConsumer

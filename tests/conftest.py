@@ -57,9 +57,13 @@ def redis_settings(url: str) -> dict:
         },
         "CHANNEL_LAYERS": {
             "default": {
-                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
                 "CONFIG": {"hosts": [url], "prefix": "vs-test-layer"},
-            }
+            },
+            "tasks": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [url], "prefix": "vs-test-layer-tasks"},
+            },
         },
     }
 

@@ -5,6 +5,7 @@ recognizer is the real PocketSphinx engine with the model its PyPI package ships
 """
 
 import asyncio
+import json
 import wave
 from pathlib import Path
 
@@ -241,3 +242,25 @@ async def test_a_dead_recognizer_worker_fails_only_the_utterance_in_flight(api):
     await stream(comm, load("what_is_on_my_list"))
     assert (await final_for(comm))[-1]["text"] == "what is on my list"
     await comm.disconnect()
+
+
+@FAST
+async def test_speech_faster_than_recognition_meets_a_bounded_backlog_then_4429(api, monkeypatch):
+    from sessions_app.audio import pipeline
+    from sessions_app.audio.recognizer import RecognizerPool
+
+    slow = RecognizerPool(engine_path="tests.slow_engine.SlowEngine", size=1, processes=1)
+    monkeypatch.setattr(pipeline, "get_pool", lambda: slow)
+    try:
+        comm, _ = await connect(create_session(api))
+        speech = load("take_a_note_park_level_three")[16000 * 2 * 3 // 10 : -16000 * 2]
+        await stream(comm, speech * 12)  # ~20 s of speech, sent at once
+        said = []
+        out = await comm.receive_output(timeout=20)
+        while out["type"] != "websocket.close":
+            said.append(json.loads(out["text"]))
+            out = await comm.receive_output(timeout=20)
+        assert out["code"] == 4429
+        assert said[-1]["message"] == "recognition cannot keep up"  # not the rate limit
+    finally:
+        slow.stop()

@@ -36,5 +36,5 @@ def group_send_sync(group: str, message: dict) -> None:
     run_on_layer(get_channel_layer().group_send, group, message)
 
 
-def send_sync(channel: str, message: dict) -> None:
-    run_on_layer(get_channel_layer().send, channel, message)
+def send_sync(channel: str, message: dict, *, alias: str = "default") -> None:
+    run_on_layer(get_channel_layer(alias).send, channel, message)

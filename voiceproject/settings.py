@@ -86,7 +86,8 @@ RECOGNIZER_POOL_SIZE = _env_int("RECOGNIZER_POOL_SIZE", 4 * (os.cpu_count() or 2
 RECOGNIZER_PROCESSES = _env_int("RECOGNIZER_PROCESSES", os.cpu_count() or 2)
 WORKER_HEARTBEAT_SECONDS = _env_float("WORKER_HEARTBEAT_SECONDS", 10)
 TASK_RUNNER = os.environ.get("TASK_RUNNER", "worker" if REDIS_URL else "inprocess")
-TASK_WORKER_CHANNEL = "voice-tasks"
+TASK_WORKER_CHANNEL = "voice-tasks"  # on the "tasks" channel layer
+TASK_WORKER_LAYER = "tasks"
 TASK_HANDLERS = {
     "reminder": "tasks_app.handlers.reminder.handle",
     "todo": "tasks_app.handlers.todo.handle",
@@ -195,17 +196,26 @@ if REDIS_URL:
             "OPTIONS": _redis_options,
         },
     }
+    _layer_prefix = os.environ.get("CACHE_KEY_PREFIX", "vs") + "-layer"
     CHANNEL_LAYERS = {
+        # Sockets and groups: Redis pub/sub. The list-based RedisChannelLayer can drop a
+        # message meant for one socket when another socket of the same process disconnects
+        # mid-receive (channels_redis #366); pub/sub cannot, and the replay buffer covers
+        # what a reconnecting client missed.
         "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": _layer_prefix},
+        },
+        # The task queue: list-based, so a task sent while no runworker listens waits for one.
+        "tasks": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
-                "prefix": os.environ.get("CACHE_KEY_PREFIX", "vs") + "-layer",
-                "capacity": 1000,
-                "expiry": 60,
-                "group_expiry": 86400,
+                "prefix": _layer_prefix + "-tasks",
+                "capacity": 10000,
+                "expiry": 3600,
             },
-        }
+        },
     }
 else:
     CACHES = {
@@ -221,7 +231,10 @@ else:
             "LOCATION": "voice-throttle",
         },
     }
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
+        "tasks": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
+    }
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

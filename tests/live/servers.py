@@ -116,7 +116,7 @@ def runworker(tmp_path: Path, **env: str):
     log = tmp_path / "runworker.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "manage.py", "runworker", "voice-tasks"],
+            [sys.executable, "manage.py", "runworker", "--layer", "tasks", "voice-tasks"],
             cwd=ROOT, env=base_env(**env), stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
