@@ -1,0 +1,174 @@
+"""REST throughput against the seed-style baseline, with wrk (32 connections), side by side.
+
+    python -m bench.rest [--sizes 0,10000,100000] [--seconds 5]
+
+For each number of sessions already stored, it measures create, get and stats requests per
+second on one process each of: the baseline (FastAPI + uvicorn, a dict and a scan, as the
+seed), this project under daphne, and this project under uvicorn. The project runs on Redis
+(the multi-worker configuration) with sessions preloaded through its own service; the
+baseline is preloaded through a route of its own. Prints a table with project/baseline ratios
+taken in the same run. Needs Debian's ``wrk`` and ``pip install -r bench/requirements.txt``.
+"""
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+from bench.common import ROOT, create_session, free_port, save, table
+
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+PREFIX = "vs-bench"
+CREATE_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+local run = ""
+function init(args)
+  -- wrk seeds every thread's Lua alike: tell threads and runs apart, or namespaces repeat
+  run = string.format("%d-%s", os.time(), tostring({}):sub(8))
+end
+request = function()
+  n = n + 1
+  local ns = string.format("wrk-%s-%d", run, n)
+  local body = '{"namespace_id":"' .. ns .. '","key_hash":"sha256:' .. string.rep("0", 64) .. '"}'
+  return wrk.format(nil, "/api/v1/sessions", nil, body)
+end
+"""
+PROJECT_ENV = {
+    "SECRET_KEY": "bench-secret-key-0123456789abcdef0123",
+    "ALLOWED_HOSTS": "127.0.0.1,localhost",
+    "LOG_LEVEL": "WARNING",
+    "SESSION_CREATE_RATE": "1000000000/min",
+    "CONNECT_WINDOW_SECONDS": "3600",  # preloaded sessions must outlive the run
+    "REDIS_URL": REDIS_URL,
+    "CACHE_KEY_PREFIX": PREFIX,
+    "WORKER_HEARTBEAT_SECONDS": "0",
+}
+
+
+@contextlib.contextmanager
+def serve(kind: str):
+    port = free_port()
+    env = {**os.environ, **PROJECT_ENV}
+    if kind == "baseline":
+        cmd = [sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--port", str(port),
+               "--log-level", "warning", "--no-access-log"]  # fmt: skip
+    elif kind == "uvicorn":
+        cmd = [sys.executable, "-m", "uvicorn", "voiceproject.asgi:application", "--port",
+               str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+    else:
+        cmd = [sys.executable, "-m", "daphne", "-v", "0", "-p", str(port),
+               "voiceproject.asgi:application"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    host = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(f"http://{host}/api/v1/sessions/x", timeout=1)
+        try:
+            urllib.request.urlopen(f"http://{host}/api/v1/sessions/x", timeout=1)
+        except urllib.error.HTTPError:
+            break
+        except OSError:
+            time.sleep(0.2)
+    try:
+        yield host
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def wrk(url: str, seconds: int, script: str | None = None) -> float:
+    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", url]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+        if script:
+            lua.write(script)
+            lua.flush()
+            cmd[1:1] = ["-s", lua.name]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors and int(errors.group(1)) > 0:
+        raise RuntimeError(f"{url}: {errors.group(1)} error responses\n{out}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def _flush_redis() -> None:
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def preload_project(n: int) -> None:
+    """``n`` sessions through the project's own create service, 8 threads at a time."""
+    os.environ.update(PROJECT_ENV)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceproject.settings")
+    import django
+
+    django.setup()
+    from sessions_app.services import session_create
+
+    def one(i: int) -> None:
+        session_create(namespace_id=f"pre-{i}", key_hash="sha256:" + "0" * 64,
+                       device_type="bench", client_version=None)  # fmt: skip
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(n)))
+
+
+def main(argv: list[str]) -> None:
+    sizes = [0, 10_000, 100_000]
+    seconds = 5
+    if "--sizes" in argv:
+        sizes = [int(x) for x in argv[argv.index("--sizes") + 1].split(",")]
+    if "--seconds" in argv:
+        seconds = int(argv[argv.index("--seconds") + 1])
+    _flush_redis()
+    rows, results, stored = [], [], 0
+    with serve("baseline") as base, serve("daphne") as daph, serve("uvicorn") as uvi:
+        for size in sizes:
+            if size > stored:
+                preload_project(size - stored)
+                req = urllib.request.Request(f"http://{base}/_preload?n={size - stored}",
+                                             method="POST")  # fmt: skip
+                urllib.request.urlopen(req, timeout=600).read()
+                stored = size
+            ids = {h: create_session(h, "probe")["id"] for h in (base, daph, uvi)}
+            for endpoint in ("create", "get", "stats"):
+                figures = {}
+                for name, host in (("baseline", base), ("daphne", daph), ("uvicorn", uvi)):
+                    path = {"create": "/api/v1/sessions", "get": f"/api/v1/sessions/{ids[host]}",
+                            "stats": f"/api/v1/sessions/{ids[host]}/stats"}[endpoint]  # fmt: skip
+                    figures[name] = wrk(f"http://{host}{path}", seconds,
+                                        CREATE_LUA if endpoint == "create" else None)  # fmt: skip
+                rows.append([size, endpoint, figures["baseline"], figures["daphne"],
+                             figures["uvicorn"], figures["daphne"] / figures["baseline"],
+                             figures["uvicorn"] / figures["baseline"]])  # fmt: skip
+                results.append({"stored": size, "endpoint": endpoint, **figures})
+                print(f"  {size} {endpoint}: {json.dumps(figures)}", flush=True)
+    print(table(
+        "REST requests/s, one process each, wrk -t2 -c32 (project on Redis; baseline: dict + scan)",
+        ["stored", "endpoint", "baseline", "daphne", "uvicorn", "daphne/base", "uvicorn/base"],
+        rows,
+    ))  # fmt: skip
+    creates = {r["stored"]: r for r in results if r["endpoint"] == "create"}
+    if len(creates) > 1:
+        first, last = creates[min(creates)], creates[max(creates)]
+        print(table(
+            f"Create as the store fills ({min(creates)} to {max(creates)} sessions stored)",
+            ["server", "at first", "at last", "last/first"],
+            [[k, first[k], last[k], last[k] / first[k]] for k in ("baseline", "daphne", "uvicorn")],
+        ))  # fmt: skip
+    _flush_redis()
+    print(f"\nsaved {save('rest', {'rows': results})}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
