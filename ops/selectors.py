@@ -1,8 +1,6 @@
 """What the operators' pages read. No transcript text, payload or result is ever shown."""
 
-import asyncio
-
-from channels.layers import get_channel_layer
+from asgiref.sync import async_to_sync
 
 from ops import store
 from sessions_app.audio.recognizer import get_pool
@@ -10,6 +8,7 @@ from sessions_app.selectors import session_list, session_stats
 from tasks_app.selectors import task_pending_count, task_recent
 from tasks_app.states import PENDING
 from voiceproject import clock
+from voiceproject.health import layer_round_trip
 from voiceproject.kv import get_kv
 
 
@@ -87,16 +86,8 @@ def ops_health() -> dict:
 
 
 def _layer_check() -> str:
-    from asgiref.sync import async_to_sync
-
-    async def probe():
-        layer = get_channel_layer()
-        channel = await layer.new_channel("ops-health.")
-        await layer.send(channel, {"type": "ops.ping"})
-        await asyncio.wait_for(layer.receive(channel), 3)
-
     try:
-        async_to_sync(probe)()
+        async_to_sync(layer_round_trip)()
         return "ok"
     except Exception as exc:
         return f"failing ({type(exc).__name__})"

@@ -11,6 +11,7 @@ import binascii
 import contextlib
 import json
 import time
+import uuid
 from urllib.parse import parse_qs
 
 import structlog
@@ -347,8 +348,6 @@ class VoiceConsumer(AsyncWebsocketConsumer):
 
     async def _utterance(self, text: str, *, utterance_id: str | None) -> None:
         """A final utterance, spoken or typed, to intents and tasks (off the loop)."""
-        import uuid
-
         await self._status("processing")
         metrics.UTTERANCES.labels(source="text" if utterance_id is None else "speech").inc()
         try:

@@ -5,6 +5,7 @@ import json
 from django.conf import settings
 
 from sessions_app import store
+from tasks_app.selectors import task_pending_count
 from voiceproject import clock
 from voiceproject.crypto import unseal
 from voiceproject.kv import aio
@@ -40,13 +41,8 @@ def session_get(*, session_id: str) -> dict | None:
     return record
 
 
-asession_get = aio(session_get)
-
-
 def session_stats(*, session_id: str) -> dict | None:
     """Aggregate counts only: no PII, no text."""
-    from tasks_app.selectors import task_pending_count
-
     record = session_get(session_id=session_id)
     if record is None:
         return None
@@ -60,11 +56,6 @@ def session_stats(*, session_id: str) -> dict | None:
         "audio_chunks_processed": record["audio_chunks_processed"],
         "device_type": record["device_type"],
     }
-
-
-def session_messages(*, session_id: str) -> list[dict]:
-    """The session's message history, decrypted (never logged, never rendered to operators)."""
-    return [json.loads(unseal(session_id, m)) for m in store.messages_read(session_id=session_id)]
 
 
 def session_replay(*, session_id: str, after_seq: int) -> tuple[list[dict], bool]:

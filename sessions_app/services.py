@@ -18,6 +18,7 @@ from rest_framework.exceptions import APIException
 
 from sessions_app import store
 from sessions_app.tokens import TokenInvalid, token_issue, token_verify
+from tasks_app import store as task_store
 from voiceproject import clock
 from voiceproject.crypto import seal
 from voiceproject.kv import aio
@@ -247,8 +248,6 @@ async def session_announce_takeover(*, session_id: str, conn_gen: int) -> None:
 # close ----------------------------------------------------------------------------------------
 def _close_prepare(session_id: str, reason: str) -> dict | None:
     """Stamp ``session.closed`` and discard the session's state; the event is still to send."""
-    from tasks_app import store as task_store
-
     record = store.session_get(session_id=session_id)
     if record is None:
         return None

@@ -21,7 +21,7 @@ import hashlib
 from django.conf import settings
 
 from voiceproject.crypto import seal, unseal
-from voiceproject.kv import aio, get_kv
+from voiceproject.kv import get_kv
 
 
 def _key(*parts: str) -> str:
@@ -85,10 +85,6 @@ def session_delete(*, session_id: str) -> None:
     get_kv().delete(sk, _key(sk, "ev"), _key(sk, "msg"))
 
 
-def session_ttl_left(*, session_id: str) -> float | None:
-    return get_kv().ttl(_session_key(session_id))
-
-
 # namespace slots ----------------------------------------------------------------------------
 def slot_acquire(*, namespace_id: str, session_id: str, now: float, until: float) -> bool:
     """Take one of the namespace's ``MAX_SESSIONS_PER_USER`` slots, atomically."""
@@ -110,10 +106,6 @@ def slot_extend(*, namespace_id: str, session_id: str, until: float) -> bool:
 
 def slot_release(*, namespace_id: str, session_id: str) -> None:
     get_kv().lease_release(_namespace_key(namespace_id), session_id)
-
-
-def slot_count(*, namespace_id: str, now: float) -> int:
-    return get_kv().lease_count(_namespace_key(namespace_id), now=now)
 
 
 # the index of live sessions -------------------------------------------------------------------
@@ -172,10 +164,3 @@ def message_append(*, session_id: str, item: str) -> None:
 
 def messages_read(*, session_id: str) -> list[str]:
     return get_kv().list_read(_key(_session_key(session_id), "msg"))
-
-
-asession_get = aio(session_get)
-asession_update = aio(session_update)
-asession_incr = aio(session_incr)
-aevent_append = aio(event_append)
-aevents_read = aio(events_read)

@@ -1,6 +1,7 @@
 """``/api/v1/sessions``: the seed's wire contract on DRF viewsets."""
 
 from django.conf import settings
+from django.core.cache import caches
 from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
@@ -30,8 +31,6 @@ class SessionCreateThrottle(SimpleRateThrottle):
     scope = "session_create"
 
     def __init__(self):
-        from django.core.cache import caches
-
         self.cache = caches["throttle"]
         super().__init__()
 

@@ -13,8 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 import structlog
 from django.conf import settings
 from django.utils.module_loading import import_string
-from rest_framework import status
-from rest_framework.exceptions import APIException
 
 from sessions_app.services import session_emit, session_message_add
 from tasks_app import intents, selectors, store
@@ -22,19 +20,18 @@ from tasks_app.handlers import HandlerError
 from tasks_app.states import PENDING, sources_of
 from voiceproject import clock
 from voiceproject.crypto import seal
+from voiceproject.errors import Conflict, NotFound
 from voiceproject.layer import send_sync
 from voiceproject.metrics import TASK_STATES
 
 logger = structlog.get_logger(__name__)
 
 
-class TaskNotFound(APIException):
-    status_code = status.HTTP_404_NOT_FOUND
+class TaskNotFound(NotFound):
     default_detail = "Task not found"
 
 
-class IllegalTransition(APIException):
-    status_code = status.HTTP_409_CONFLICT
+class IllegalTransition(Conflict):
     default_detail = "Task state does not allow this"
 
     def __init__(self, current: str, target: str):

@@ -8,7 +8,7 @@
 
 from django.conf import settings
 
-from voiceproject.kv import aio, get_kv
+from voiceproject.kv import get_kv
 
 
 def _task_key(task_id: str) -> str:
@@ -68,6 +68,3 @@ def session_index(*, session_id: str) -> list[str]:
 
 def session_index_forget(*, session_id: str) -> None:
     get_kv().delete(_index_key(session_id))
-
-
-atask_get = aio(task_get)

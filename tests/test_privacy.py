@@ -114,6 +114,11 @@ async def test_a_redis_dump_shows_no_plaintext_of_what_users_said(redis_backend,
         elif kind == b"string":
             dump += redis_backend.get(key) or b""
     assert b"v1:" in dump, "sealed values must be in the dump"
+    from sessions_app.store import messages_read
+    from voiceproject.crypto import unseal
+
+    history = [unseal(session["id"], m) for m in messages_read(session_id=session["id"])]
+    assert "Schmidt-Kowalski owes 4711" in history[0], "the history opens with the session key"
     for plain in (b"Schmidt", b"4711", b"owes", NAMESPACE.encode()):
         assert plain not in dump, plain
     await comm.disconnect()

@@ -20,6 +20,14 @@ def _cache_ok() -> bool:
 _acache_ok = aio(_cache_ok)
 
 
+async def layer_round_trip(timeout: float = 3) -> None:
+    """Send a message to a fresh channel and receive it back (raises if the layer fails)."""
+    layer = get_channel_layer()
+    channel = await asyncio.wait_for(layer.new_channel("probe."), timeout)
+    await asyncio.wait_for(layer.send(channel, {"type": "probe.ping"}), timeout)
+    await asyncio.wait_for(layer.receive(channel), timeout)
+
+
 async def readyz(request):
     """The cache and the channel layer answer; 503 with the reason when one does not."""
     failing = {}
@@ -28,10 +36,7 @@ async def readyz(request):
     except Exception as exc:
         failing["cache"] = type(exc).__name__
     try:
-        layer = get_channel_layer()
-        channel = await asyncio.wait_for(layer.new_channel("readyz."), 3)
-        await asyncio.wait_for(layer.send(channel, {"type": "readyz.ping"}), 3)
-        await asyncio.wait_for(layer.receive(channel), 3)
+        await layer_round_trip()
     except Exception as exc:
         failing["channel_layer"] = type(exc).__name__
     if failing:

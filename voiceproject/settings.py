@@ -18,24 +18,22 @@ def _env_bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_number(name: str, default, cast, what: str):
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        return int(raw)
+        return cast(raw)
     except ValueError:
-        sys.exit(f"voiceproject: {name} must be a whole number, got {raw!r}")
+        sys.exit(f"voiceproject: {name} must be {what}, got {raw!r}")
+
+
+def _env_int(name: str, default: int) -> int:
+    return _env_number(name, default, int, "a whole number")
 
 
 def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        sys.exit(f"voiceproject: {name} must be a number, got {raw!r}")
+    return _env_number(name, default, float, "a number")
 
 
 DEBUG = _env_bool("DEBUG", False)

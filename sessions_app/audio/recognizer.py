@@ -207,10 +207,6 @@ class RecognizerPool:
         with self._lock:
             return sum(1 for w in self._workers if w.alive)
 
-    def warm_up(self) -> None:
-        """Start the worker processes now, rather than at the first utterance."""
-        self._ensure_workers()
-
     def stop(self) -> None:
         with self._lock:
             for worker in self._workers:

@@ -1,5 +1,6 @@
 """Real server processes for the live tests: daphne workers and a ``runworker``."""
 
+import asyncio
 import contextlib
 import json
 import os
@@ -104,11 +105,7 @@ def daphne(tmp_path: Path, name: str = "web", **env: str):
         _wait_ready(server)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
 
 
 @contextlib.contextmanager
@@ -125,8 +122,22 @@ def runworker(tmp_path: Path, **env: str):
             raise RuntimeError(log.read_text())
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def until(ws, predicate, timeout: float = 10) -> list[dict]:
+    """Events from a websockets client up to and including the first that ``predicate`` likes."""
+    seen = []
+    while True:
+        event = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        seen.append(event)
+        if predicate(event):
+            return seen

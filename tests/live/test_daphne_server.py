@@ -10,7 +10,7 @@ import json
 import pytest
 import websockets
 
-from tests.live.servers import daphne
+from tests.live.servers import daphne, until
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(databases=[])]
 
@@ -39,12 +39,7 @@ async def _close_code(ws) -> tuple[int, str]:
 
 
 async def _until(ws, event_type: str) -> list[dict]:
-    seen = []
-    while True:
-        event = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        seen.append(event)
-        if event["type"] == event_type:
-            return seen
+    return await until(ws, lambda event: event["type"] == event_type)
 
 
 async def test_the_newcomer_flow_create_connect_talk_delete(server):

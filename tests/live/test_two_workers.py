@@ -10,7 +10,7 @@ import redis
 import websockets
 
 from tests.conftest import redis_or_skip
-from tests.live.servers import KEY_HASH, daphne, runworker
+from tests.live.servers import KEY_HASH, daphne, runworker, until
 
 pytestmark = [pytest.mark.live, pytest.mark.redis, pytest.mark.django_db(databases=[])]
 
@@ -24,15 +24,6 @@ def cluster(tmp_path_factory):
     with daphne(tmp, "a", **env) as a, daphne(tmp, "b", **env) as b, runworker(tmp, **env):
         yield a, b
     redis.Redis.from_url(url).flushdb()
-
-
-async def _until(ws, predicate, timeout: float = 10) -> list[dict]:
-    seen = []
-    while True:
-        event = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        seen.append(event)
-        if predicate(event):
-            return seen
 
 
 def test_a_session_created_on_one_worker_is_visible_on_the_other(cluster):
@@ -71,7 +62,7 @@ async def test_delete_on_one_worker_closes_the_socket_held_by_the_other(cluster)
             a.request, "DELETE", f"/api/v1/sessions/{session['id']}"
         )
         assert status == 200
-        await _until(ws, lambda e: e["type"] == "session.closed")
+        await until(ws, lambda e: e["type"] == "session.closed")
         with pytest.raises(websockets.ConnectionClosed) as info:
             await asyncio.wait_for(ws.recv(), 10)
         assert info.value.rcvd.code == 1000
@@ -83,7 +74,7 @@ async def test_tasks_run_in_the_runworker_and_their_events_reach_the_socket(clus
     async with websockets.connect(b.ws_url(session)) as ws:
         await ws.recv()
         await ws.send(json.dumps({"type": "text", "text": "take a note the code is 99"}))
-        events = await _until(
+        events = await until(
             ws, lambda e: e["type"] == "task.updated" and e["task"]["state"] == "completed"
         )
         task_id = events[-1]["task"]["id"]
@@ -97,12 +88,12 @@ async def test_resume_works_after_reconnecting_to_the_other_worker(cluster):
     async with websockets.connect(a.ws_url(session)) as ws:
         ready = json.loads(await ws.recv())
         await ws.send(json.dumps({"type": "text", "text": "add milk to my list"}))
-        first = await _until(ws, lambda e: e["type"] == "response")
+        first = await until(ws, lambda e: e["type"] == "response")
     _, fresh = await asyncio.to_thread(b.request, "GET", f"/api/v1/sessions/{session['id']}")
     async with websockets.connect(b.ws_url(fresh)) as ws:
         await ws.recv()
         await ws.send(json.dumps({"type": "session.resume", "last_seq": ready["seq"]}))
-        replayed = await _until(ws, lambda e: e["type"] == "response")
+        replayed = await until(ws, lambda e: e["type"] == "response")
     missed = {(e["seq"], e["type"]) for e in first}
     assert missed <= {(e["seq"], e["type"]) for e in replayed} | {
         (e["seq"], e["type"]) for e in first if e["type"] == "task.updated"

@@ -10,18 +10,9 @@ import redis
 import websockets
 
 from tests.conftest import redis_or_skip
-from tests.live.servers import daphne
+from tests.live.servers import daphne, until
 
 pytestmark = [pytest.mark.live, pytest.mark.redis, pytest.mark.django_db(databases=[])]
-
-
-async def _until(ws, predicate, timeout: float = 10) -> list[dict]:
-    seen = []
-    while True:
-        event = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        seen.append(event)
-        if predicate(event):
-            return seen
 
 
 async def test_clients_of_a_killed_worker_reconnect_elsewhere_and_resume(tmp_path):
@@ -38,7 +29,7 @@ async def test_clients_of_a_killed_worker_reconnect_elsewhere_and_resume(tmp_pat
             ws = await websockets.connect(a.ws_url(session))
             ready = json.loads(await ws.recv())
             await ws.send(json.dumps({"type": "text", "text": "take a note gate code 7"}))
-            seen = await _until(ws, lambda e: e["type"] == "response")
+            seen = await until(ws, lambda e: e["type"] == "response")
             task_id = next(e for e in seen if e["type"] == "task.created")["task"]["id"]
             a.proc.send_signal(signal.SIGKILL)
             a.proc.wait(timeout=10)
@@ -60,7 +51,7 @@ async def test_clients_of_a_killed_worker_reconnect_elsewhere_and_resume(tmp_pat
             await ws.recv()
             await ws.send(json.dumps({"type": "session.resume", "last_seq": ready["seq"]}))
             await ws.send(json.dumps({"type": "ping"}))
-            replayed = await _until(ws, lambda e: e["type"] == "pong")
+            replayed = await until(ws, lambda e: e["type"] == "pong")
         replayed_seqs = {e["seq"] for e in replayed}
         assert {e["seq"] for e in seen} <= replayed_seqs, "every event A sent is replayed"
         assert not any(e["type"] == "error" and e["code"] == "events_lost" for e in replayed)
