@@ -53,15 +53,21 @@ _list_tasks = sync_to_async(task_selectors.task_list, thread_sensitive=False)
 
 
 class RateLimiter:
-    """A token bucket in bytes: audio may run ``factor`` times real time, after a burst."""
+    """A token bucket in bytes: audio may run ``factor`` times real time, after a burst.
+
+    A factor of 0 turns the limit off (benchmarks that stream as fast as they can).
+    """
 
     def __init__(self, *, bytes_per_second: float, factor: float, burst_seconds: float):
+        self.off = factor <= 0
         self.rate = bytes_per_second * factor
         self.capacity = bytes_per_second * burst_seconds * factor
         self.tokens = self.capacity
         self.stamp = time.monotonic()
 
     def allow(self, n: int) -> bool:
+        if self.off:
+            return True
         now = time.monotonic()
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
@@ -130,6 +136,7 @@ class VoiceConsumer(AsyncWebsocketConsumer):
             await self._refuse(1011, "state unavailable")
             return
         self.session_id = session_id
+        metrics.SOCKETS_OPEN.inc()  # disconnect() takes it back off whenever session_id is set
         self.conn_gen = int(record["conn_gen"])
         self.expires_at = float(record["expires_at"])
         self.group = services.group_name(session_id)
@@ -140,7 +147,6 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         self.last_activity = self.alive_sent = time.monotonic()
         self.reminders: dict[str, float] = {}
         self.drafts: dict[str, float] = {}
-        self.speaking = False
         self._configure_audio("pcm_s16le", 16000)
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.groups = [self.group]
@@ -149,7 +155,6 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         await self._send_ready()
         await self._watch_tasks()
         self.tick_task = asyncio.get_running_loop().create_task(self._tick_loop())
-        metrics.SOCKETS_OPEN.inc()
 
     async def _refuse(self, code: int, reason: str) -> None:
         """Accept, say why (seq 0: no session is attached), close with the code."""

@@ -1,0 +1,148 @@
+"""WebSocket audio ingest against a bare FastAPI socket that only counts frames.
+
+    python -m bench.ingest [--sockets 20] [--frames 1500] [--idle 500]
+
+K sockets each send 20 ms PCM16 frames as fast as they can; the figure is frames per second
+until the server has counted them all (``/stats`` for the project, so the counts are the
+service's own, flushed once per tick). The frames are quiet noise: VAD runs on every frame,
+recognition never starts. The rate limit is off for the run. Then M idle sockets are held
+open on each server and its memory per socket is reported. One server process each; the
+clients run in this process.
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import websockets
+
+from bench.common import ROOT, create_session, free_port, save, table
+
+FRAME = (np.random.default_rng(3).integers(-30, 30, 320)).astype("<i2").tobytes()
+ENV = {
+    "SECRET_KEY": "bench-secret-key-0123456789abcdef0123",
+    "ALLOWED_HOSTS": "127.0.0.1,localhost",
+    "LOG_LEVEL": "WARNING",
+    "SESSION_CREATE_RATE": "1000000000/min",
+    "MAX_SESSIONS_PER_USER": "100000",
+    "AUDIO_RATE_LIMIT_FACTOR": "0",
+    "IDLE_TIMEOUT_SECONDS": "600",
+    "WORKER_HEARTBEAT_SECONDS": "0",
+}
+
+
+@contextlib.contextmanager
+def serve(kind: str):
+    port = free_port()
+    app = "bench.baseline_app:app" if kind == "baseline" else "voiceproject.asgi:application"
+    cmd = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning",
+           "--no-access-log", "--ws-max-size", "1048576"]  # fmt: skip
+    if kind == "daphne":
+        cmd = [sys.executable, "-m", "daphne", "-v", "0", "-p", str(port), app]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **ENV},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    host = f"127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            urllib.request.urlopen(f"http://{host}/api/v1/sessions/x", timeout=1)
+        except urllib.error.HTTPError:
+            break
+        except OSError:
+            time.sleep(0.2)
+    try:
+        yield host, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(x.split()[1]) / 1024 for x in status if x.startswith("VmRSS:"))
+
+
+def _url(kind: str, host: str) -> str:
+    if kind == "baseline":
+        return f"ws://{host}/ws/voice"
+    session = create_session(host, f"ingest-{time.monotonic_ns()}")
+    return f"ws://{host}" + session["websocket_url"].split(host, 1)[1]
+
+
+def _counted(kind: str, host: str, sessions: list[str]) -> int:
+    if kind == "baseline":
+        return json.load(urllib.request.urlopen(f"http://{host}/_frames"))["count"]
+    total = 0
+    for sid in sessions:
+        stats = json.load(urllib.request.urlopen(f"http://{host}/api/v1/sessions/{sid}/stats"))
+        total += stats["audio_chunks_processed"]
+    return total
+
+
+async def ingest(kind: str, host: str, sockets: int, frames: int) -> float:
+    urls = [_url(kind, host) for _ in range(sockets)]
+    sessions = [u.split("session_id=")[1].split("&")[0] for u in urls if "session_id=" in u]
+    conns = [await websockets.connect(u, max_queue=None) for u in urls]
+    if kind != "baseline":
+        for ws in conns:
+            await ws.recv()
+
+    async def pump(ws):
+        for _ in range(frames):
+            await ws.send(FRAME)
+
+    start = time.monotonic()
+    await asyncio.gather(*[pump(ws) for ws in conns])
+    want = sockets * frames
+    while await asyncio.to_thread(_counted, kind, host, sessions) < want:
+        await asyncio.sleep(0.05)
+    elapsed = time.monotonic() - start
+    for ws in conns:
+        await ws.close()
+    return want / elapsed
+
+
+async def idle(kind: str, host: str, pid: int, count: int) -> float:
+    before = _rss_mib(pid)
+    conns = []
+    for _ in range(count):
+        ws = await websockets.connect(_url(kind, host))
+        if kind != "baseline":
+            await ws.recv()
+        conns.append(ws)
+    await asyncio.sleep(1)
+    per_socket_kib = (_rss_mib(pid) - before) * 1024 / count
+    for ws in conns:
+        await ws.close()
+    return per_socket_kib
+
+
+def main(argv: list[str]) -> None:
+    def opt(name, default):
+        return int(argv[argv.index(name) + 1]) if name in argv else default
+
+    sockets, frames, idle_count = opt("--sockets", 20), opt("--frames", 1500), opt("--idle", 500)
+    rows, results = [], {}
+    for kind in ("baseline", "daphne", "uvicorn"):
+        with serve(kind) as (host, pid):
+            fps = asyncio.run(ingest(kind, host, sockets, frames))
+            kib = asyncio.run(idle(kind, host, pid, idle_count))
+        results[kind] = {"frames_per_second": fps, "kib_per_idle_socket": kib}
+        rows.append([kind, fps, fps / results["baseline"]["frames_per_second"], fps * 0.02, kib])
+        print(f"  {kind}: {results[kind]}", flush=True)
+    print(table(
+        f"Audio ingest, one process each: {sockets} sockets x {frames} frames of 20 ms, "
+        "VAD on, recognition off",
+        ["server", "frames/s", "ratio to baseline", "real-time streams", "KiB per idle socket"],
+        rows,
+    ))  # fmt: skip
+    print(f"\nsaved {save('ingest', results)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
