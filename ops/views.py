@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_POST
 
 from ops import selectors, services
@@ -21,6 +22,7 @@ def _page(request, title: str, template: str, **context):
     )
 
 
+@csrf_protect
 @staff_member_required
 def sessions(request):
     """Live sessions, across all workers, a page at a time."""
@@ -36,6 +38,7 @@ def sessions(request):
     )  # fmt: skip
 
 
+@csrf_protect
 @staff_member_required
 def session_detail(request, session_id: str):
     """One session: its figures and its tasks, never what was said."""
@@ -46,6 +49,7 @@ def session_detail(request, session_id: str):
     return _page(request, f"Session {sid[:8]}", "session.html", session=detail)
 
 
+@csrf_protect
 @staff_member_required
 @require_POST
 def session_close(request, session_id: str):
@@ -58,6 +62,7 @@ def session_close(request, session_id: str):
     return redirect("ops:sessions")
 
 
+@csrf_protect
 @staff_member_required
 def tasks(request):
     """The newest tasks, filtered by state and type."""
@@ -72,6 +77,7 @@ def tasks(request):
     )  # fmt: skip
 
 
+@csrf_protect
 @staff_member_required
 @require_POST
 def task_cancel(request, task_id: str):
@@ -87,6 +93,7 @@ def task_cancel(request, task_id: str):
     return redirect(request.POST.get("next") or "ops:tasks")
 
 
+@csrf_protect
 @staff_member_required
 def health(request):
     """Cache, channel layer, workers seen, recognizer pool."""

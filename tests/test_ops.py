@@ -5,7 +5,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from ops import store as ops_store
-from tests.conftest import connect, create_session, receive_until
+from tests.conftest import KEY_HASH, connect, create_session, receive_until
 
 pytestmark = pytest.mark.django_db
 
@@ -119,3 +119,22 @@ def test_listing_reads_one_page_of_the_index_not_every_session(staff, api, backe
     assert "60 live sessions" in page
     assert page.count('data-session="') == 50
     assert staff.get("/ops/?page=2").content.decode().count('data-session="') == 10
+
+
+def test_ops_actions_need_a_csrf_token(api):
+    session = create_session(api)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(User.objects.create_user("ops2", password="pw-ops-456", is_staff=True))
+    refused = client.post(f"/ops/sessions/{session['id']}/close")
+    assert refused.status_code == 403
+    assert api.get(f"/api/v1/sessions/{session['id']}").status_code == 200
+    page = client.get("/ops/")
+    token = page.cookies["csrftoken"].value
+    done = client.post(f"/ops/sessions/{session['id']}/close", HTTP_X_CSRFTOKEN=token)
+    assert done.status_code == 302
+    assert api.get(f"/api/v1/sessions/{session['id']}").status_code == 404
+
+
+def test_the_api_sets_no_cookies(api):
+    response = api.post("/api/v1/sessions", {"namespace_id": "u", "key_hash": KEY_HASH})
+    assert response.status_code == 200 and not response.cookies
