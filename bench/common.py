@@ -23,23 +23,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+BENCH_ENV = {
+    "SECRET_KEY": "bench-secret-key-0123456789abcdef0123",
+    "ALLOWED_HOSTS": "127.0.0.1,localhost",
+    "LOG_LEVEL": "WARNING",
+    "SESSION_CREATE_RATE": "1000000000/min",
+    "MAX_SESSIONS_PER_USER": "100000",
+    "WORKER_HEARTBEAT_SECONDS": "0",
+}
+
+
 @contextlib.contextmanager
-def daphne(**env: str):
-    """A daphne worker on a free port, on the embedded defaults unless ``env`` says otherwise."""
+def serve(kind: str = "daphne", **env: str):
+    """One server process on a free port: the project under ``daphne`` or ``uvicorn``, or the
+    seed-style ``baseline``. Yields ``(host, pid)`` once it accepts connections."""
     port = free_port()
-    full_env = {
-        **os.environ,
-        "SECRET_KEY": "bench-secret-key-0123456789abcdef0123",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "LOG_LEVEL": "WARNING",
-        "SESSION_CREATE_RATE": "1000000/min",
-        "MAX_SESSIONS_PER_USER": "100000",
-        **env,
-    }
+    app = "bench.baseline_app:app" if kind == "baseline" else "voiceproject.asgi:application"
+    if kind == "daphne":
+        cmd = [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), app]
+    else:
+        cmd = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level",
+               "warning", "--no-access-log"]  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port),
-         "voiceproject.asgi:application"],
-        cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cmd, cwd=ROOT, env={**os.environ, **BENCH_ENV, **env},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
@@ -47,7 +54,7 @@ def daphne(**env: str):
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
                 break
             time.sleep(0.1)
-        yield f"127.0.0.1:{port}", proc
+        yield f"127.0.0.1:{port}", proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=10)

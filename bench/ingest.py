@@ -11,10 +11,7 @@ clients run in this process.
 """
 
 import asyncio
-import contextlib
 import json
-import os
-import subprocess
 import sys
 import time
 import urllib.request
@@ -22,44 +19,10 @@ import urllib.request
 import numpy as np
 import websockets
 
-from bench.common import ROOT, create_session, free_port, save, table
+from bench.common import create_session, save, serve, table
 
 FRAME = (np.random.default_rng(3).integers(-30, 30, 320)).astype("<i2").tobytes()
-ENV = {
-    "SECRET_KEY": "bench-secret-key-0123456789abcdef0123",
-    "ALLOWED_HOSTS": "127.0.0.1,localhost",
-    "LOG_LEVEL": "WARNING",
-    "SESSION_CREATE_RATE": "1000000000/min",
-    "MAX_SESSIONS_PER_USER": "100000",
-    "AUDIO_RATE_LIMIT_FACTOR": "0",
-    "IDLE_TIMEOUT_SECONDS": "600",
-    "WORKER_HEARTBEAT_SECONDS": "0",
-}
-
-
-@contextlib.contextmanager
-def serve(kind: str):
-    port = free_port()
-    app = "bench.baseline_app:app" if kind == "baseline" else "voiceproject.asgi:application"
-    cmd = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning",
-           "--no-access-log", "--ws-max-size", "1048576"]  # fmt: skip
-    if kind == "daphne":
-        cmd = [sys.executable, "-m", "daphne", "-v", "0", "-p", str(port), app]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **ENV},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    host = f"127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            urllib.request.urlopen(f"http://{host}/api/v1/sessions/x", timeout=1)
-        except urllib.error.HTTPError:
-            break
-        except OSError:
-            time.sleep(0.2)
-    try:
-        yield host, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+ENV = {"AUDIO_RATE_LIMIT_FACTOR": "0", "IDLE_TIMEOUT_SECONDS": "600"}
 
 
 def _rss_mib(pid: int) -> float:
@@ -129,7 +92,7 @@ def main(argv: list[str]) -> None:
     sockets, frames, idle_count = opt("--sockets", 20), opt("--frames", 1500), opt("--idle", 500)
     rows, results = [], {}
     for kind in ("baseline", "daphne", "uvicorn"):
-        with serve(kind) as (host, pid):
+        with serve(kind, **ENV) as (host, pid):
             fps = asyncio.run(ingest(kind, host, sockets, frames))
             kib = asyncio.run(idle(kind, host, pid, idle_count))
         results[kind] = {"frames_per_second": fps, "kib_per_idle_socket": kib}

@@ -10,18 +10,16 @@ baseline is preloaded through a route of its own. Prints a table with project/ba
 taken in the same run. Needs Debian's ``wrk`` and ``pip install -r bench/requirements.txt``.
 """
 
-import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from bench.common import ROOT, create_session, free_port, save, table
+from bench.common import BENCH_ENV, create_session, save, serve, table
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 PREFIX = "vs-bench"
@@ -42,48 +40,10 @@ request = function()
 end
 """
 PROJECT_ENV = {
-    "SECRET_KEY": "bench-secret-key-0123456789abcdef0123",
-    "ALLOWED_HOSTS": "127.0.0.1,localhost",
-    "LOG_LEVEL": "WARNING",
-    "SESSION_CREATE_RATE": "1000000000/min",
     "CONNECT_WINDOW_SECONDS": "3600",  # preloaded sessions must outlive the run
     "REDIS_URL": REDIS_URL,
     "CACHE_KEY_PREFIX": PREFIX,
-    "WORKER_HEARTBEAT_SECONDS": "0",
 }
-
-
-@contextlib.contextmanager
-def serve(kind: str):
-    port = free_port()
-    env = {**os.environ, **PROJECT_ENV}
-    if kind == "baseline":
-        cmd = [sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--port", str(port),
-               "--log-level", "warning", "--no-access-log"]  # fmt: skip
-    elif kind == "uvicorn":
-        cmd = [sys.executable, "-m", "uvicorn", "voiceproject.asgi:application", "--port",
-               str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
-    else:
-        cmd = [sys.executable, "-m", "daphne", "-v", "0", "-p", str(port),
-               "voiceproject.asgi:application"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    host = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            urllib.request.urlopen(f"http://{host}/api/v1/sessions/x", timeout=1)
-        try:
-            urllib.request.urlopen(f"http://{host}/api/v1/sessions/x", timeout=1)
-        except urllib.error.HTTPError:
-            break
-        except OSError:
-            time.sleep(0.2)
-    try:
-        yield host
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def wrk(url: str, seconds: int, script: str | None = None) -> float:
@@ -108,7 +68,7 @@ def _flush_redis() -> None:
 
 def preload_project(n: int) -> None:
     """``n`` sessions through the project's own create service, 8 threads at a time."""
-    os.environ.update(PROJECT_ENV)
+    os.environ.update({**BENCH_ENV, **PROJECT_ENV})
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceproject.settings")
     import django
 
@@ -132,7 +92,11 @@ def main(argv: list[str]) -> None:
         seconds = int(argv[argv.index("--seconds") + 1])
     _flush_redis()
     rows, results, stored = [], [], 0
-    with serve("baseline") as base, serve("daphne") as daph, serve("uvicorn") as uvi:
+    with (
+        serve("baseline") as (base, _),
+        serve("daphne", **PROJECT_ENV) as (daph, _),
+        serve("uvicorn", **PROJECT_ENV) as (uvi, _),
+    ):
         for size in sizes:
             if size > stored:
                 preload_project(size - stored)

@@ -22,7 +22,7 @@ import time
 
 import websockets
 
-from bench.common import create_session, daphne, percentile, save, table
+from bench.common import create_session, percentile, save, serve, table
 from bench.synth import synthesize
 
 PHRASES = [
@@ -262,7 +262,7 @@ def main(argv: list[str]) -> None:
         results["rtf"] = rtf(quick)
     live = [w for w in wanted if w in ("accuracy", "latency", "capacity")]
     if live:
-        with daphne() as (host, _proc):
+        with serve("daphne") as (host, _pid):
             for name in live:
                 results[name] = asyncio.run({"accuracy": accuracy, "latency": latency,
                                              "capacity": capacity}[name](host, quick))  # fmt: skip
