@@ -26,10 +26,9 @@ def main(argv: list[str]) -> None:
         with contextlib.ExitStack() as stack:
             hosts = [stack.enter_context(serve("daphne", **ENV))[0] for _ in range(workers)]
             sid = create_session(hosts[0], "scale")["id"]
+            urls = [f"http://{h}/api/v1/sessions/{sid}" for h in hosts]
             with ThreadPoolExecutor(workers) as pool:
-                rates = list(pool.map(
-                    lambda h: wrk(f"http://{h}/api/v1/sessions/{sid}", seconds), hosts
-                ))  # fmt: skip
+                rates = list(pool.map(wrk, urls, [seconds] * workers))
         total = sum(rates)
         base = base or total
         rows.append([workers, total, total / base])
