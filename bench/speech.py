@@ -24,6 +24,7 @@ import websockets
 
 from bench.common import create_session, percentile, save, serve, table
 from bench.synth import synthesize
+from sessions_app.management.commands.voice_client import send_paced
 
 PHRASES = [
     "remind me to buy milk tomorrow",
@@ -63,15 +64,9 @@ def expected(text: str) -> tuple[str, str | None]:
     return intent, intent if intent in ("reminder", "todo", "note") else None
 
 
-async def _stream(ws, audio: bytes, pace: float = 0.02) -> float:
+async def _stream(ws, audio: bytes) -> float:
     """Send at real time; returns when the last frame left."""
-    start = time.monotonic()
-    for i, off in enumerate(range(0, len(audio), FRAME)):
-        await ws.send(audio[off : off + FRAME])
-        delay = start + (i + 1) * pace - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-    return time.monotonic()
+    return await send_paced(ws, audio, frame_bytes=FRAME, seconds_per_frame=0.02)
 
 
 async def _next_outcome(ws, timeout: float = 15) -> dict:

@@ -20,6 +20,17 @@ SUPPORTED_RATES = (8000, 16000, 24000, 48000)
 KEY_HASH = "sha256:" + "0" * 64
 
 
+async def send_paced(ws, audio: bytes, *, frame_bytes: int, seconds_per_frame: float) -> float:
+    """Send ``audio`` in frames at a steady pace; returns when the last frame left."""
+    start = time.monotonic()
+    for i, offset in enumerate(range(0, len(audio), frame_bytes)):
+        await ws.send(audio[offset : offset + frame_bytes])
+        delay = start + (i + 1) * seconds_per_frame - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    return time.monotonic()
+
+
 def read_wav(path: str) -> tuple[bytes, int]:
     """Mono PCM16 bytes and their rate (stereo is mixed down, odd rates resampled to 16 kHz)."""
     try:
@@ -92,14 +103,8 @@ class Command(BaseCommand):
             await ws.send(json.dumps({"type": "session.update", "audio": update}))
         step = rate * 2 * FRAME_MS // 1000
         silence = b"\x00" * (rate * 2)  # 1 s after the speech, so VAD hears it end
-        audio = pcm + silence
         pace = FRAME_MS / 1000 / (2 if fast else 1)
-        start = time.monotonic()
-        for i, offset in enumerate(range(0, len(audio), step)):
-            await ws.send(audio[offset : offset + step])
-            delay = start + (i + 1) * pace - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        await send_paced(ws, pcm + silence, frame_bytes=step, seconds_per_frame=pace)
         if self.speaking:  # VAD has not heard the end: end the utterance now
             await ws.send(json.dumps({"type": "audio.commit"}))
 
