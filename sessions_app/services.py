@@ -125,6 +125,7 @@ def session_connect(*, session_id: str, token: str) -> dict:
     if counters is None:
         raise ConnectRefused(4404, "session not found")
     now = clock.now()
+    fields = {"status": "connected", "socket_seen": now}
     if not record["connected_at"]:
         expires_at = float(record["expires_at"])
         held = store.slot_extend(
@@ -140,8 +141,8 @@ def session_connect(*, session_id: str, token: str) -> dict:
             raise ConnectRefused(4404, "session not found")
         store.session_extend(session_id=session_id, ttl=max(1.0, expires_at - now))
         store.live_add(session_id=session_id, now=now, until=expires_at)
-        store.session_update(session_id=session_id, fields={"connected_at": now})
-    store.session_update(session_id=session_id, fields={"status": "connected", "socket_seen": now})
+        fields["connected_at"] = now
+    store.session_update(session_id=session_id, fields=fields)
     record = store.session_get(session_id=session_id)
     if record is None:
         raise ConnectRefused(4404, "session not found")
