@@ -101,6 +101,20 @@ def redis_backend():
     client.close()
 
 
+@pytest.fixture
+def dead_redis():
+    """State and channel layer pointed at a Redis that is not there (port 1), short timeouts."""
+    settings = redis_settings("redis://127.0.0.1:1/0")
+    for cache in settings["CACHES"].values():
+        cache["OPTIONS"] = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+    with override_settings(**settings):
+        kv.reset_kv()
+        channel_layers.backends.clear()
+        yield
+    kv.reset_kv()
+    channel_layers.backends.clear()
+
+
 @pytest.fixture(params=["locmem", "redis"])
 def backend(request):
     """Run a test once on local memory and once on Redis."""

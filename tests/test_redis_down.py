@@ -3,25 +3,10 @@
 import time
 
 import pytest
-from django.test import override_settings
 
-from tests.conftest import KEY_HASH, redis_settings
-from voiceproject import kv
+from tests.conftest import KEY_HASH
 
 pytestmark = pytest.mark.django_db(databases=[])
-
-DEAD = "redis://127.0.0.1:1/0"  # nothing listens on port 1
-
-
-@pytest.fixture
-def dead_redis():
-    settings = redis_settings(DEAD)
-    for cache in settings["CACHES"].values():
-        cache["OPTIONS"] = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
-    with override_settings(**settings):
-        kv.reset_kv()
-        yield
-    kv.reset_kv()
 
 
 @pytest.mark.parametrize(
