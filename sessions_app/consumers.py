@@ -9,6 +9,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import json
 import time
 import uuid
@@ -19,6 +20,7 @@ from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from redis.exceptions import RedisError
 
@@ -84,7 +86,7 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         """Serve the socket; if the state store or channel layer fails, close with 1011."""
         self._accepted = False
         try:
-            await super().__call__(scope, receive, send)
+            await self._serve(scope, receive, send)
         except (KVUnavailable, RedisError, OSError) as exc:
             logger.warning("socket_state_unavailable", error_type=type(exc).__name__)
             with contextlib.suppress(Exception):
@@ -93,6 +95,54 @@ class VoiceConsumer(AsyncWebsocketConsumer):
                 event = _close_event(1011, "state unavailable", seq=0)
                 await send({"type": "websocket.send", "text": json.dumps(event)})
                 await send({"type": "websocket.close", "code": 1011})
+
+    async def _serve(self, scope, receive, send):
+        """Channels' ``AsyncConsumer.__call__`` with a dispatch loop that costs no task per frame.
+
+        Channels wraps every receive in a new task and an ``asyncio.wait`` over both sources;
+        with 50 audio frames a second per socket that was the largest single cost of the
+        audio path. Here the client's messages are awaited directly, one long-lived task
+        reads the channel layer, and a lock keeps dispatch to one message at a time, as in
+        Channels. A ``StopConsumer`` or an error from either side ends the consumer.
+        """
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+        self.base_send = send
+        lock = asyncio.Lock()
+        serving = asyncio.current_task()
+        ended: list[BaseException] = []
+
+        async def from_layer():
+            try:
+                while True:
+                    message = await self.channel_receive()
+                    async with lock:
+                        await self.dispatch(message)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # handed to the serving task
+                ended.append(exc)
+                serving.cancel()
+
+        layer_reader = asyncio.create_task(from_layer())
+        try:
+            while True:
+                message = await receive()
+                async with lock:
+                    await self.dispatch(message)
+        except StopConsumer:
+            pass
+        except asyncio.CancelledError:
+            if not ended:
+                raise
+            if not isinstance(ended[0], StopConsumer):
+                raise ended[0] from None
+        finally:
+            layer_reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await layer_reader
 
     async def accept(self, subprotocol=None, headers=None):
         self._accepted = True
