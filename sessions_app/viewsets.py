@@ -3,7 +3,6 @@
 from django.conf import settings
 from django.core.cache import caches
 from drf_spectacular.utils import extend_schema
-from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -23,6 +22,7 @@ from voiceproject.clock import iso
 from voiceproject.errors import NotFound
 from voiceproject.ids import parse_uuid
 from voiceproject.openapi import errors
+from voiceproject.viewsets import AsyncViewSet
 
 
 class SessionCreateThrottle(SimpleRateThrottle):
@@ -67,8 +67,9 @@ def _render(request, record: dict) -> dict:
     }
 
 
-class SessionViewSet(viewsets.ViewSet):
+class SessionViewSet(AsyncViewSet):
     lookup_value_regex = "[^/]+"
+    store_only_actions = frozenset({"create", "retrieve", "tasks", "stats"})
 
     def get_throttles(self):
         return [SessionCreateThrottle()] if self.action == "create" else []

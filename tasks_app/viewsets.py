@@ -2,7 +2,6 @@
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -11,6 +10,7 @@ from tasks_app.serializers import TaskResponseSerializer
 from voiceproject.errors import Conflict
 from voiceproject.ids import parse_uuid
 from voiceproject.openapi import errors
+from voiceproject.viewsets import AsyncViewSet
 
 
 def _task_or_404(pk: str) -> dict:
@@ -21,8 +21,9 @@ def _task_or_404(pk: str) -> dict:
     return record
 
 
-class TaskViewSet(viewsets.ViewSet):
+class TaskViewSet(AsyncViewSet):
     lookup_value_regex = "[^/]+"
+    store_only_actions = frozenset({"retrieve", "result"})
 
     @extend_schema(responses={200: TaskResponseSerializer, **errors(404)})
     def retrieve(self, request, pk=None):

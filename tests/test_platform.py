@@ -108,3 +108,47 @@ def test_the_live_index_counts_sessions_without_scanning_keys(backend, api):
     api.delete(f"/api/v1/sessions/{sorted(ids)[0]}")
     assert selectors.session_list()[0] == 6
     assert selectors.session_status_counts() == {"created": 6}
+
+
+async def _asgi(method: str, path: str, body: bytes = b"", headers=()) -> dict:
+    """One request through the real ASGI application (our handler, not the test client's)."""
+    from channels.testing import HttpCommunicator
+
+    from voiceproject.asgi import application
+
+    default = [(b"host", b"testserver"), (b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]  # fmt: skip
+    comm = HttpCommunicator(application, method, path, body=body, headers=default + list(headers))
+    response = await comm.get_response(timeout=5)
+    response["headers"] = {k.decode().lower(): v.decode() for k, v in response["headers"]}
+    return response
+
+
+async def test_the_api_through_the_asgi_handler_answers_with_its_security_headers(backend):
+    import json
+
+    from tests.conftest import KEY_HASH
+
+    body = json.dumps({"namespace_id": "asgi-user", "key_hash": KEY_HASH}).encode()
+    created = await _asgi("POST", "/api/v1/sessions", body)
+    assert created["status"] == 200, created["body"]
+    session = json.loads(created["body"])
+    got = await _asgi("GET", f"/api/v1/sessions/{session['id']}")
+    assert got["status"] == 200 and json.loads(got["body"])["id"] == session["id"]
+    for response in (created, got):
+        assert response["headers"]["x-content-type-options"] == "nosniff"
+        assert response["headers"]["content-type"] == "application/json"
+    missing = await _asgi("GET", "/api/v1/sessions/00000000-0000-4000-8000-000000000000")
+    assert missing["status"] == 404 and json.loads(missing["body"]) == {
+        "detail": "Session not found"
+    }
+    broken = await _asgi("POST", "/api/v1/sessions", b"{not json")
+    assert broken["status"] == 400 and "detail" in json.loads(broken["body"])
+
+
+@pytest.mark.django_db(databases=["default"])
+async def test_operator_pages_keep_djangos_handler_and_send_to_login(backend):
+    response = await _asgi("GET", "/ops/")
+    assert response["status"] == 302
+    assert response["headers"]["location"].startswith("/admin/login/")
+    assert response["headers"]["x-frame-options"] == "DENY"

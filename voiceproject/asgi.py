@@ -2,9 +2,10 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceproject.settings")
+
+from voiceproject.handler import get_asgi_application
+
 django_asgi_app = get_asgi_application()  # sets Django up before consumers are imported
 
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402

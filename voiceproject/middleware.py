@@ -1,4 +1,6 @@
-"""Django's session, auth, message and frame-options middleware, on the operators' paths only.
+"""The middleware, arranged so that the API's requests never hop to a thread.
+
+Django's session, auth, message and frame-options middleware run on the operators' paths only.
 
 Under ASGI every classic middleware costs a hop to Django's single thread-sensitive executor
 per request, and the API needs none of these (it has no cookies, no login, no forms). So they
@@ -11,9 +13,22 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.middleware import security
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 
-OPERATOR_PREFIXES = ("/ops/", "/admin/")
+from voiceproject.handler import OPERATOR_PREFIXES
+
+
+class SecurityMiddleware(security.SecurityMiddleware):
+    """Django's, with its two header steps run inline under ASGI.
+
+    ``MiddlewareMixin`` runs a sync ``process_request`` and ``process_response`` each in a
+    thread when the chain is async; these two only read settings and set headers.
+    """
+
+    async def __acall__(self, request):
+        response = self.process_request(request) or await self.get_response(request)
+        return self.process_response(request, response)
 
 
 class OperatorPagesMiddleware:
