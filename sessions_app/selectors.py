@@ -5,7 +5,7 @@ import json
 from django.conf import settings
 
 from sessions_app import store
-from tasks_app.selectors import task_pending_count
+from tasks_app.selectors import atask_pending_count, task_pending_count
 from voiceproject import clock
 from voiceproject.crypto import unseal
 from voiceproject.kv import aio
@@ -18,7 +18,14 @@ def session_get(*, session_id: str) -> dict | None:
 
     A session past its life reads as ``closed`` in the instant before its keys expire.
     """
-    record = store.session_get(session_id=session_id)
+    return _typed(store.session_get(session_id=session_id))
+
+
+async def asession_get(*, session_id: str) -> dict | None:
+    return _typed(await store.asession_get(session_id=session_id))
+
+
+def _typed(record: dict | None) -> dict | None:
     if record is None:
         return None
     for field in ("created_at", "expires_at"):
@@ -46,12 +53,23 @@ def session_stats(*, session_id: str) -> dict | None:
     record = session_get(session_id=session_id)
     if record is None:
         return None
+    return _stats(record, task_pending_count(session_id=session_id))
+
+
+async def asession_stats(*, session_id: str) -> dict | None:
+    record = await asession_get(session_id=session_id)
+    if record is None:
+        return None
+    return _stats(record, await atask_pending_count(session_id=session_id))
+
+
+def _stats(record: dict, pending_tasks: int) -> dict:
     return {
-        "session_id_truncated": session_id[:8],
+        "session_id_truncated": record["id"][:8],
         "status": record["status"],
         "age_seconds": round(max(0.0, clock.now() - record["created_at"]), 3),
         "message_count": record["message_count"],
-        "pending_tasks_count": task_pending_count(session_id=session_id),
+        "pending_tasks_count": pending_tasks,
         "audio_chunks_received": record["audio_chunks_received"],
         "audio_chunks_processed": record["audio_chunks_processed"],
         "device_type": record["device_type"],

@@ -21,7 +21,7 @@ import hashlib
 from django.conf import settings
 
 from voiceproject.crypto import seal, unseal
-from voiceproject.kv import get_kv
+from voiceproject.kv import aget_kv, get_kv
 
 
 def _key(*parts: str) -> str:
@@ -52,11 +52,18 @@ def session_put(*, session_id: str, record: dict, ttl: float) -> None:
     get_kv().hash_create(_session_key(session_id), sealed, ttl)
 
 
-def session_get(*, session_id: str) -> dict | None:
-    record = get_kv().hash_get(_session_key(session_id))
+def _unsealed(session_id: str, record: dict | None) -> dict | None:
     if record is not None and "namespace_id" in record:
         record["namespace_id"] = unseal(session_id, record["namespace_id"])
     return record
+
+
+def session_get(*, session_id: str) -> dict | None:
+    return _unsealed(session_id, get_kv().hash_get(_session_key(session_id)))
+
+
+async def asession_get(*, session_id: str) -> dict | None:
+    return _unsealed(session_id, await aget_kv().hash_get(_session_key(session_id)))
 
 
 def session_update(*, session_id: str, fields: dict) -> bool:

@@ -15,7 +15,7 @@ from sessions_app.serializers import (
     SessionResponseSerializer,
     StatsSerializer,
 )
-from tasks_app.selectors import task_list, task_pending_count
+from tasks_app.selectors import atask_list, atask_pending_count
 from tasks_app.serializers import TaskListQuerySerializer, TaskResponseSerializer
 from tasks_app.services import task_response
 from voiceproject.clock import iso
@@ -41,15 +41,15 @@ class SessionCreateThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
-def _session_or_404(pk: str) -> dict:
+async def _session_or_404(pk: str) -> dict:
     session_id = parse_uuid(pk)
-    record = selectors.session_get(session_id=session_id) if session_id else None
+    record = await selectors.asession_get(session_id=session_id) if session_id else None
     if record is None:
         raise NotFound("Session not found")
     return record
 
 
-def _render(request, record: dict) -> dict:
+def _render(request, record: dict, pending_tasks: int) -> dict:
     url = None
     if record["status"] != "closed":
         url = services.session_connect_url(
@@ -63,13 +63,13 @@ def _render(request, record: dict) -> dict:
         "websocket_url": url,
         "expires_at": iso(record["expires_at"]),
         "message_count": int(record.get("message_count") or 0),
-        "pending_tasks_count": task_pending_count(session_id=record["id"]),
+        "pending_tasks_count": pending_tasks,
     }
 
 
 class SessionViewSet(AsyncViewSet):
     lookup_value_regex = "[^/]+"
-    store_only_actions = frozenset({"create", "retrieve", "tasks", "stats"})
+    store_only_actions = frozenset({"create"})
 
     def get_throttles(self):
         return [SessionCreateThrottle()] if self.action == "create" else []
@@ -85,18 +85,20 @@ class SessionViewSet(AsyncViewSet):
         body = SessionCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         record = services.session_create(**body.validated_data)
-        return Response(_render(request, record))
+        return Response(_render(request, record, pending_tasks=0))  # a new session has none
 
     @extend_schema(responses={200: SessionResponseSerializer, **errors(404)})
-    def retrieve(self, request, pk=None):
+    async def retrieve(self, request, pk=None):
         """The session's state, with a fresh ``websocket_url`` (how a client reconnects)."""
-        return Response(_render(request, _session_or_404(pk)))
+        record = await _session_or_404(pk)
+        pending = await atask_pending_count(session_id=record["id"])
+        return Response(_render(request, record, pending))
 
     @extend_schema(responses={200: ClosedSerializer, **errors(404)})
-    def destroy(self, request, pk=None):
+    async def destroy(self, request, pk=None):
         """Close the session: its live socket, on any worker, gets 1000."""
-        record = _session_or_404(pk)
-        if not services.session_close(session_id=record["id"], reason="deleted"):
+        record = await _session_or_404(pk)
+        if not await services.session_aclose(session_id=record["id"], reason="deleted"):
             raise NotFound("Session not found")
         return Response({"status": "closed", "session_id": record["id"]})
 
@@ -105,20 +107,20 @@ class SessionViewSet(AsyncViewSet):
         responses={200: TaskResponseSerializer(many=True), **errors(400, 404)},
     )
     @action(detail=True, methods=["get"])
-    def tasks(self, request, pk=None):
+    async def tasks(self, request, pk=None):
         """The session's tasks, optionally ``?state=``."""
-        record = _session_or_404(pk)
+        record = await _session_or_404(pk)
         query = TaskListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        tasks = task_list(session_id=record["id"], state=query.validated_data.get("state"))
+        tasks = await atask_list(session_id=record["id"], state=query.validated_data.get("state"))
         return Response([task_response(t) for t in tasks])
 
     @extend_schema(responses={200: StatsSerializer, **errors(404)})
     @action(detail=True, methods=["get"])
-    def stats(self, request, pk=None):
+    async def stats(self, request, pk=None):
         """Aggregate counts, no PII."""
-        record = _session_or_404(pk)
-        stats = selectors.session_stats(session_id=record["id"])
+        record = await _session_or_404(pk)
+        stats = await selectors.asession_stats(session_id=record["id"])
         if stats is None:
             raise NotFound("Session not found")
         return Response(stats)

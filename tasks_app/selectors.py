@@ -7,7 +7,9 @@ from tasks_app.states import PENDING
 from voiceproject.crypto import unseal
 
 
-def _typed(record: dict) -> dict:
+def _typed(record: dict | None) -> dict | None:
+    if record is None:
+        return None
     record["created_at"] = float(record["created_at"])
     record["updated_at"] = float(record["updated_at"])
     record["result_available"] = bool(record.get("result"))
@@ -15,22 +17,38 @@ def _typed(record: dict) -> dict:
 
 
 def task_get(*, task_id: str) -> dict | None:
-    record = store.task_get(task_id=task_id)
-    return None if record is None else _typed(record)
+    return _typed(store.task_get(task_id=task_id))
+
+
+async def atask_get(*, task_id: str) -> dict | None:
+    return _typed(await store.atask_get(task_id=task_id))
+
+
+def _in_state(records: list[dict | None], state: str | None) -> list[dict]:
+    return [r for r in records if r is not None and (state is None or r["state"] == state)]
 
 
 def task_list(*, session_id: str, state: str | None = None) -> list[dict]:
     """The session's tasks, oldest first, optionally in one state."""
-    out = []
-    for task_id in store.session_index(session_id=session_id):
-        record = task_get(task_id=task_id)
-        if record is not None and (state is None or record["state"] == state):
-            out.append(record)
-    return out
+    ids = store.session_index(session_id=session_id)
+    return _in_state([task_get(task_id=t) for t in ids], state)
+
+
+async def atask_list(*, session_id: str, state: str | None = None) -> list[dict]:
+    ids = await store.asession_index(session_id=session_id)
+    return _in_state([await atask_get(task_id=t) for t in ids], state)
+
+
+def _pending(tasks: list[dict]) -> int:
+    return sum(1 for t in tasks if t["state"] in PENDING)
 
 
 def task_pending_count(*, session_id: str) -> int:
-    return sum(1 for t in task_list(session_id=session_id) if t["state"] in PENDING)
+    return _pending(task_list(session_id=session_id))
+
+
+async def atask_pending_count(*, session_id: str) -> int:
+    return _pending(await atask_list(session_id=session_id))
 
 
 def task_payload(*, record: dict) -> dict:

@@ -8,7 +8,7 @@
 
 from django.conf import settings
 
-from voiceproject.kv import get_kv
+from voiceproject.kv import aget_kv, get_kv
 
 
 def _task_key(task_id: str) -> str:
@@ -39,6 +39,10 @@ def task_get(*, task_id: str) -> dict | None:
     return get_kv().hash_get(_task_key(task_id))
 
 
+async def atask_get(*, task_id: str) -> dict | None:
+    return await aget_kv().hash_get(_task_key(task_id))
+
+
 def task_cas(
     *, task_id: str, allowed_from: tuple[str, ...], fields: dict
 ) -> tuple[bool, str | None]:
@@ -64,6 +68,10 @@ def session_index_add(*, session_id: str, task_id: str, created_at: float) -> No
 def session_index(*, session_id: str) -> list[str]:
     """Task ids of a session, oldest first."""
     return get_kv().index_members(_index_key(session_id))
+
+
+async def asession_index(*, session_id: str) -> list[str]:
+    return await aget_kv().index_members(_index_key(session_id))
 
 
 def session_index_forget(*, session_id: str) -> None:

@@ -13,28 +13,35 @@ from voiceproject.openapi import errors
 from voiceproject.viewsets import AsyncViewSet
 
 
-def _task_or_404(pk: str) -> dict:
-    task_id = parse_uuid(pk)
-    record = selectors.task_get(task_id=task_id) if task_id else None
+def _found(record: dict | None) -> dict:
     if record is None:
         raise services.TaskNotFound()
     return record
 
 
+def _task_or_404(pk: str) -> dict:
+    task_id = parse_uuid(pk)
+    return _found(selectors.task_get(task_id=task_id) if task_id else None)
+
+
+async def _atask_or_404(pk: str) -> dict:
+    task_id = parse_uuid(pk)
+    return _found(await selectors.atask_get(task_id=task_id) if task_id else None)
+
+
 class TaskViewSet(AsyncViewSet):
     lookup_value_regex = "[^/]+"
-    store_only_actions = frozenset({"retrieve", "result"})
 
     @extend_schema(responses={200: TaskResponseSerializer, **errors(404)})
-    def retrieve(self, request, pk=None):
+    async def retrieve(self, request, pk=None):
         """One task."""
-        return Response(services.task_response(_task_or_404(pk)))
+        return Response(services.task_response(await _atask_or_404(pk)))
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT, **errors(404, 409)})
     @action(detail=True, methods=["get"])
-    def result(self, request, pk=None):
+    async def result(self, request, pk=None):
         """The handler's result; 409 while the task has none."""
-        record = _task_or_404(pk)
+        record = await _atask_or_404(pk)
         result = selectors.task_result(record=record)
         if result is None:
             raise Conflict(f"Task is {record['state']}; it has no result")

@@ -11,19 +11,24 @@ two implementations behind one interface:
 
 Every key written here carries an expiry; nothing lives forever.
 
-Async callers use :func:`aio`: with the local backend the call runs inline (no thread hop,
-it is a dict operation); with Redis it runs in a worker thread, because the socket must not
-block the event loop. Neither happens per audio frame.
+Code on the event loop has two ways in. :func:`aget_kv` gives the same primitives as
+awaitables: inline on local memory, an asyncio Redis client on Redis; the API's reads use it,
+so a request never leaves the loop. :func:`aio` runs a whole sync store function, inline on
+local memory or in a worker thread on Redis; the sockets' less frequent steps use it. Neither
+happens per audio frame.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
 import time
+import weakref
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 
@@ -117,12 +122,49 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-class RedisKV:
-    """Primitives on Redis; the connection pool is the one Django's cache uses."""
+def _same(value):
+    return value
 
-    def __init__(self, cache):
+
+def _decode_hash(raw) -> dict[str, str] | None:
+    return {f.decode(): v.decode() for f, v in raw.items()} if raw else None
+
+
+def _decode_all(items) -> list[str]:
+    return [x.decode() for x in items]
+
+
+def _decode_or_none(values) -> list[str | None]:
+    return [v.decode() if v is not None else None for v in values]
+
+
+def _decode_buffer(items) -> list[tuple[int, str]]:
+    out = []
+    for raw in items:
+        seq, _, payload = raw.decode().partition(" ")
+        out.append((int(seq), payload))
+    return out
+
+
+def _hcas_result(out) -> tuple[bool, str | None]:
+    ok, cur = out
+    return bool(ok), (cur.decode() if cur else None)
+
+
+class RedisKV:
+    """Primitives on Redis; the connection pool is the one Django's cache uses.
+
+    Each method states its Redis step as ``self._do(step, shape)``: ``step`` takes the client
+    and issues the command (a call, a script, or ``self._pipe`` for several), ``shape`` turns
+    the reply into the method's result. :class:`AsyncRedisKV` runs the same methods on an
+    asyncio client by awaiting the step, so the two never drift apart.
+    """
+
+    local = False
+
+    def __init__(self, cache, client=None):
         self._cache = cache
-        self._client = cache._cache.get_client(write=True)
+        self._client = client if client is not None else cache._cache.get_client(write=True)
         self._scripts = {
             name: self._client.register_script(src)
             for name, src in {
@@ -136,53 +178,58 @@ class RedisKV:
             }.items()
         }
 
-    local = False
-
     def _k(self, key: str) -> str:
         return self._cache.make_key(key)
 
-    def _run(self, name: str, keys: list[str], args: list[Any]):
+    def _do(self, step, shape=_same):
         try:
-            return self._scripts[name](keys=[self._k(k) for k in keys], args=args)
+            reply = step(self._client)
         except Exception as exc:  # redis.ConnectionError, TimeoutError, ...
             raise _wrap(exc) from exc
+        return shape(reply)
 
-    def _call(self, method: str, *args, **kwargs):
-        try:
-            return getattr(self._client, method)(*args, **kwargs)
-        except Exception as exc:
-            raise _wrap(exc) from exc
+    @staticmethod
+    def _pipe(client, commands: list[tuple], *, transaction: bool):
+        with client.pipeline(transaction=transaction) as p:
+            for name, *args in commands:
+                getattr(p, name)(*args)
+            return p.execute()
+
+    def _script(self, name: str, keys: list[str], args: list[Any], shape=_same):
+        keys = [self._k(k) for k in keys]
+        return self._do(lambda c: self._scripts[name](keys=keys, args=args), shape)
+
+    def _call(self, method: str, *args, shape=_same, **kwargs):
+        return self._do(lambda c: getattr(c, method)(*args, **kwargs), shape)
 
     # hashes ---------------------------------------------------------------------------
     def hash_create(self, key: str, mapping: dict[str, Any], ttl: float) -> None:
         k = self._k(key)
-        try:
-            with self._client.pipeline(transaction=True) as p:
-                p.delete(k)
-                p.hset(k, mapping={f: _enc(v) for f, v in mapping.items()})
-                p.pexpire(k, _ms(ttl))
-                p.execute()
-        except Exception as exc:
-            raise _wrap(exc) from exc
+        commands = [
+            ("delete", k),
+            ("hset", k, None, None, {f: _enc(v) for f, v in mapping.items()}),
+            ("pexpire", k, _ms(ttl)),
+        ]
+        return self._do(lambda c: self._pipe(c, commands, transaction=True), lambda _: None)
 
     def hash_get(self, key: str) -> dict[str, str] | None:
-        raw = self._call("hgetall", self._k(key))
-        if not raw:
-            return None
-        return {f.decode(): v.decode() for f, v in raw.items()}
+        return self._call("hgetall", self._k(key), shape=_decode_hash)
 
     def hash_update(self, key: str, mapping: dict[str, Any]) -> bool:
         args: list[Any] = []
         for f, v in mapping.items():
             args += [f, _enc(v)]
-        return bool(self._run("hupdate", [key], args))
+        return self._script("hupdate", [key], args, bool)
 
     def hash_incr(self, key: str, deltas: dict[str, int]) -> dict[str, int] | None:
         args: list[Any] = []
         for f, d in deltas.items():
             args += [f, int(d)]
-        out = self._run("hincr", [key], args)
-        return None if out is None else dict(zip(deltas, (int(x) for x in out), strict=True))
+
+        def shape(out):
+            return None if out is None else dict(zip(deltas, (int(x) for x in out), strict=True))
+
+        return self._script("hincr", [key], args, shape)
 
     def hash_cas(
         self, key: str, field: str, allowed: tuple[str, ...], mapping: dict[str, Any]
@@ -190,109 +237,132 @@ class RedisKV:
         args: list[Any] = [field, ",".join(allowed)]
         for f, v in mapping.items():
             args += [f, _enc(v)]
-        ok, cur = self._run("hcas", [key], args)
-        return bool(ok), (cur.decode() if cur else None)
+        return self._script("hcas", [key], args, _hcas_result)
 
     # expiry / removal -----------------------------------------------------------------
     def expire(self, key: str, ttl: float) -> bool:
-        return bool(self._call("pexpire", self._k(key), _ms(ttl)))
+        return self._call("pexpire", self._k(key), _ms(ttl), shape=bool)
 
     def ttl(self, key: str) -> float | None:
-        ms = self._call("pttl", self._k(key))
-        return None if ms < 0 else ms / 1000
+        return self._call("pttl", self._k(key), shape=lambda ms: None if ms < 0 else ms / 1000)
 
     def delete(self, *keys: str) -> None:
-        if keys:
-            self._call("delete", *[self._k(k) for k in keys])
+        return self._call("delete", *[self._k(k) for k in keys], shape=lambda _: None)
 
     def claim(self, key: str, ttl: float) -> bool:
         """Set-if-absent: True for the first caller only."""
-        return bool(self._call("set", self._k(key), b"1", nx=True, px=_ms(ttl)))
+        return self._call("set", self._k(key), b"1", nx=True, px=_ms(ttl), shape=bool)
 
     # leases (sorted set: member -> lease end) ------------------------------------------
     def lease_acquire(
         self, key: str, member: str, *, limit: int, now: float, until: float, ttl: float
     ) -> bool:
-        return bool(self._run("lease_acquire", [key], [member, limit, now, until, _ms(ttl)]))
+        return self._script("lease_acquire", [key], [member, limit, now, until, _ms(ttl)], bool)
 
     def lease_extend(self, key: str, member: str, *, until: float, ttl: float) -> bool:
-        return bool(self._run("lease_extend", [key], [member, until, _ms(ttl)]))
+        return self._script("lease_extend", [key], [member, until, _ms(ttl)], bool)
 
     def lease_release(self, key: str, member: str) -> None:
-        self._call("zrem", self._k(key), member)
+        return self._call("zrem", self._k(key), member, shape=lambda _: None)
 
     def lease_count(self, key: str, *, now: float) -> int:
-        return int(self._call("zcount", self._k(key), f"({now}", "+inf"))
+        return self._call("zcount", self._k(key), f"({now}", "+inf", shape=int)
 
     def lease_members(self, key: str, *, now: float, offset: int, limit: int) -> list[str]:
         """Members whose lease has not ended, soonest end first (a page of them)."""
-        members = self._call(
-            "zrangebyscore", self._k(key), f"({now}", "+inf", start=offset, num=limit
-        )
-        return [m.decode() for m in members]
+        return self._call(
+            "zrangebyscore", self._k(key), f"({now}", "+inf", start=offset, num=limit,
+            shape=_decode_all,
+        )  # fmt: skip
 
     def hash_fields(self, keys: list[str], field: str) -> list[str | None]:
         """One field of many hashes, in one round trip."""
-        try:
-            with self._client.pipeline(transaction=False) as p:
-                for key in keys:
-                    p.hget(self._k(key), field)
-                values = p.execute()
-        except Exception as exc:
-            raise _wrap(exc) from exc
-        return [v.decode() if v is not None else None for v in values]
+        commands = [("hget", self._k(key), field) for key in keys]
+        return self._do(lambda c: self._pipe(c, commands, transaction=False), _decode_or_none)
 
     # sorted index (member -> score) -----------------------------------------------------
     def index_add(
         self, key: str, member: str, score: float, ttl: float, *, drop_below: float | None = None
     ) -> None:
         k = self._k(key)
-        try:
-            with self._client.pipeline(transaction=True) as p:
-                if drop_below is not None:
-                    p.zremrangebyscore(k, "-inf", f"({drop_below}")
-                p.zadd(k, {member: score})
-                p.pexpire(k, _ms(ttl))
-                p.execute()
-        except Exception as exc:
-            raise _wrap(exc) from exc
+        commands: list[tuple] = []
+        if drop_below is not None:
+            commands.append(("zremrangebyscore", k, "-inf", f"({drop_below}"))
+        commands += [("zadd", k, {member: score}), ("pexpire", k, _ms(ttl))]
+        return self._do(lambda c: self._pipe(c, commands, transaction=True), lambda _: None)
 
     def index_members(self, key: str) -> list[str]:
-        return [m.decode() for m in self._call("zrange", self._k(key), 0, -1)]
+        return self._call("zrange", self._k(key), 0, -1, shape=_decode_all)
 
     def index_page(self, key: str, *, offset: int, limit: int) -> list[tuple[str, float]]:
         """Highest scores first (newest), one page."""
-        rows = self._call("zrevrange", self._k(key), offset, offset + limit - 1, withscores=True)
-        return [(m.decode(), float(score)) for m, score in rows]
+        return self._call(
+            "zrevrange", self._k(key), offset, offset + limit - 1, withscores=True,
+            shape=lambda rows: [(m.decode(), float(score)) for m, score in rows],
+        )  # fmt: skip
 
     # event stream -----------------------------------------------------------------------
     def emit(
         self, hash_key: str, list_key: str, *, payload: str, cap: int, buffered: bool
     ) -> int | None:
-        out = self._run(
+        return self._script(
             "emit",
             [hash_key, list_key],
             ["seq", "lost_upto", payload, cap, "1" if buffered else "0"],
+            lambda out: None if out is None else int(out),
         )
-        return None if out is None else int(out)
 
     def buffer_read(self, list_key: str) -> list[tuple[int, str]]:
-        items = self._call("lrange", self._k(list_key), 0, -1)
-        out = []
-        for raw in items:
-            seq, _, payload = raw.decode().partition(" ")
-            out.append((int(seq), payload))
-        return out
+        return self._call("lrange", self._k(list_key), 0, -1, shape=_decode_buffer)
 
     # capped list ------------------------------------------------------------------------
     def list_push(self, key: str, item: str, *, cap: int, ttl: float) -> int:
-        return int(self._run("list_push", [key], [item, cap, _ms(ttl)]))
+        return self._script("list_push", [key], [item, cap, _ms(ttl)], int)
 
     def list_read(self, key: str) -> list[str]:
-        return [x.decode() for x in self._call("lrange", self._k(key), 0, -1)]
+        return self._call("lrange", self._k(key), 0, -1, shape=_decode_all)
 
     def ping(self) -> bool:
-        return bool(self._call("ping"))
+        return self._call("ping", shape=bool)
+
+
+class AsyncRedisKV(RedisKV):
+    """:class:`RedisKV` on an asyncio client: every method returns an awaitable.
+
+    The client's connections belong to the event loop that made it, so there is one of these
+    per loop (:func:`aget_kv`); a server process has one loop.
+    """
+
+    async def _do(self, step, shape=_same):
+        try:
+            reply = await step(self._client)
+        except Exception as exc:
+            raise _wrap(exc) from exc
+        return shape(reply)
+
+    @staticmethod
+    async def _pipe(client, commands: list[tuple], *, transaction: bool):
+        async with client.pipeline(transaction=transaction) as p:
+            for name, *args in commands:
+                getattr(p, name)(*args)
+            return await p.execute()
+
+
+class AsyncLocalKV:
+    """:class:`LocalKV` behind awaitable methods: each runs inline (a dict operation)."""
+
+    local = True
+
+    def __init__(self, kv: LocalKV):
+        self._kv = kv
+
+    def __getattr__(self, name: str):
+        method = getattr(self._kv, name)
+
+        async def call(*args, **kwargs):
+            return method(*args, **kwargs)
+
+        return call
 
 
 class LocalKV:
@@ -535,6 +605,12 @@ def _wrap(exc: Exception) -> Exception:
 
 _kv: dict[str, LocalKV | RedisKV] = {}
 _kv_lock = threading.Lock()
+# Async primitives: one per cache alias for local memory; for Redis one per event loop too.
+_akv_local: dict[str, AsyncLocalKV] = {}
+_akv_redis: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Django's own options for its Redis cache, not the client's.
+_DJANGO_ONLY_OPTIONS = {"pool_class", "parser_class", "serializer"}
+ASYNC_POOL_CONNECTIONS = 64
 
 
 def get_kv(alias: str = "default") -> LocalKV | RedisKV:
@@ -550,9 +626,45 @@ def get_kv(alias: str = "default") -> LocalKV | RedisKV:
     return kv
 
 
+def aget_kv(alias: str = "default") -> AsyncLocalKV | AsyncRedisKV:
+    """The primitives as awaitables, for code running on an event loop (no thread hop).
+
+    On Redis they use an asyncio client of this loop, with the cache's socket timeouts and a
+    bounded pool: a request that finds all its connections busy waits at most the socket
+    timeout, then fails like any other Redis error (503).
+    """
+    kv = get_kv(alias)
+    if isinstance(kv, LocalKV):
+        akv = _akv_local.get(alias)
+        if akv is None:
+            akv = _akv_local[alias] = AsyncLocalKV(kv)
+        return akv
+    per_loop = _akv_redis.setdefault(asyncio.get_running_loop(), {})
+    akv = per_loop.get(alias)
+    if akv is None:
+        akv = per_loop[alias] = AsyncRedisKV(kv._cache, _async_client(alias))
+    return akv
+
+
+def _async_client(alias: str):
+    import redis.asyncio
+
+    conf = settings.CACHES[alias]
+    options = {k: v for k, v in conf.get("OPTIONS", {}).items() if k not in _DJANGO_ONLY_OPTIONS}
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        conf["LOCATION"],
+        max_connections=ASYNC_POOL_CONNECTIONS,
+        timeout=options.get("socket_timeout") or 2.0,
+        **options,
+    )
+    return redis.asyncio.Redis(connection_pool=pool)
+
+
 def reset_kv() -> None:
     """Forget built back ends (tests switch settings between cases)."""
     _kv.clear()
+    _akv_local.clear()
+    _akv_redis.clear()
 
 
 def aio(fn):
