@@ -25,7 +25,8 @@ install-dev: $(VENV)/.installed-dev
 ## Install, then serve on the embedded defaults (no Redis) at http://127.0.0.1:8000
 serve: $(VENV)/.installed
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --noinput -v 0
-	DEBUG=$${DEBUG:-1} $(BIN)/daphne -v 0 -b $(HOST) -p $(PORT) voiceproject.asgi:application
+	DEBUG=$${DEBUG:-1} $(BIN)/uvicorn voiceproject.asgi:application --host $(HOST) --port $(PORT) \
+		--ws-per-message-deflate false --no-access-log --lifespan off
 
 ## An operator account for /ops/ (Django's auth tables, in SQLite)
 superuser: $(VENV)/.installed

@@ -42,7 +42,7 @@ def serve(kind: str = "daphne", **env: str):
     if kind == "daphne":
         cmd = [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), app]
     else:
-        cmd = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level",
+        cmd = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--ws-per-message-deflate", "false", "--log-level",
                "warning", "--no-access-log"]  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env={**os.environ, **BENCH_ENV, **env},

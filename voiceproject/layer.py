@@ -6,7 +6,6 @@ queues from the wrong thread, so sync senders hand the coroutine to the serving 
 """
 
 import asyncio
-import threading
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -21,7 +20,11 @@ def remember_serving_loop() -> None:
 
 
 def _in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
-    return getattr(loop, "_thread_id", None) == threading.get_ident()
+    """Whether this thread is running ``loop`` (any loop class: asyncio's, uvloop's)."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def run_on_layer(coro_fn, *args, timeout: float = 10.0):

@@ -1,4 +1,4 @@
-"""Real server processes for the live tests: daphne workers and a ``runworker``."""
+"""Real server processes for the live tests: daphne or uvicorn workers and a ``runworker``."""
 
 import asyncio
 import contextlib
@@ -90,14 +90,24 @@ def _wait_ready(server: Server, timeout: float = 30) -> None:
     raise RuntimeError(f"server did not start: {server.log.read_text()[-2000:]}")
 
 
+APP = "voiceproject.asgi:application"
+# How each server is run in production (README, docs/scaling.md), on a given port.
+COMMANDS = {
+    "daphne": lambda port: ["-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), APP],
+    "uvicorn": lambda port: ["-m", "uvicorn", APP, "--host", "127.0.0.1", "--port", str(port),
+                             "--ws-per-message-deflate", "false", "--no-access-log",
+                             "--lifespan", "off"],
+}  # fmt: skip
+
+
 @contextlib.contextmanager
-def daphne(tmp_path: Path, name: str = "web", **env: str):
+def serve(tmp_path: Path, name: str = "web", server: str = "daphne", **env: str):
+    """One worker of the service under ``server`` (daphne or uvicorn), on a free port."""
     port = free_port()
     log = tmp_path / f"{name}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port),
-             "voiceproject.asgi:application"],
+            [sys.executable, *COMMANDS[server](port)],
             cwd=ROOT, env=base_env(**env), stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     server = Server(proc, port, log)
@@ -106,6 +116,14 @@ def daphne(tmp_path: Path, name: str = "web", **env: str):
         yield server
     finally:
         _stop(proc)
+
+
+def daphne(tmp_path: Path, name: str = "web", **env: str):
+    return serve(tmp_path, name, "daphne", **env)
+
+
+def uvicorn(tmp_path: Path, name: str = "web", **env: str):
+    return serve(tmp_path, name, "uvicorn", **env)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.live.servers import ROOT, base_env, daphne
+from tests.live.servers import ROOT, base_env, uvicorn
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(databases=[])]
 
@@ -51,7 +51,7 @@ def server(tmp_path_factory):
     )
     subprocess.run([*manage, "shell", "-c", create], cwd=ROOT, env=base_env(**env), check=True,
                    capture_output=True)  # fmt: skip
-    with daphne(tmp, "web", **env) as srv:
+    with uvicorn(tmp, "web", **env) as srv:  # what `make serve` runs
         yield srv
 
 

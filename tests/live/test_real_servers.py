@@ -1,7 +1,7 @@
-"""The service under a real daphne process: what only a real server shows.
+"""The service under real daphne and uvicorn processes: what only a real server shows.
 
 Close codes and reasons as a client reads them, frame limits, the Origin handshake, and the
-whole REST + socket flow over real sockets.
+whole REST + socket flow over real sockets. Every test runs under both servers.
 """
 
 import asyncio
@@ -10,21 +10,22 @@ import json
 import pytest
 import websockets
 
-from tests.live.servers import daphne, until
+from tests.live.servers import serve, until
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(databases=[])]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with daphne(tmp_path_factory.mktemp("daphne")) as srv:
+@pytest.fixture(scope="module", params=["daphne", "uvicorn"])
+def server(request, tmp_path_factory):
+    with serve(tmp_path_factory.mktemp(request.param), server=request.param) as srv:
         yield srv
 
 
 async def _close_code(ws) -> tuple[int, str]:
     """The close code, and the reason from the ``error`` event sent before it.
 
-    (Daphne does not put close reasons on the wire, so the service says them in an event.)
+    (Daphne does not put close reasons on the wire, so the service says them in an event.
+    Uvicorn does, and they must agree.)
     """
     reason = ""
     try:
@@ -35,6 +36,7 @@ async def _close_code(ws) -> tuple[int, str]:
     except websockets.ConnectionClosed as closed:
         if reason:
             assert event["close_code"] == closed.rcvd.code
+            assert closed.rcvd.reason in ("", reason)
         return closed.rcvd.code, reason
 
 

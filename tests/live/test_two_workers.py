@@ -1,4 +1,7 @@
-"""Two daphne workers and a task ``runworker`` on one real Redis."""
+"""Two workers and a task ``runworker`` on one real Redis.
+
+Worker a runs under daphne and b under uvicorn, so a mixed fleet is covered too.
+"""
 
 import asyncio
 import json
@@ -10,7 +13,7 @@ import redis
 import websockets
 
 from tests.conftest import redis_or_skip
-from tests.live.servers import KEY_HASH, daphne, runworker, until
+from tests.live.servers import KEY_HASH, daphne, runworker, until, uvicorn
 
 pytestmark = [pytest.mark.live, pytest.mark.redis, pytest.mark.django_db(databases=[])]
 
@@ -21,7 +24,7 @@ def cluster(tmp_path_factory):
     redis.Redis.from_url(url).flushdb()
     tmp = tmp_path_factory.mktemp("cluster")
     env = {"REDIS_URL": url, "TASK_RUNNER": "worker", "CACHE_KEY_PREFIX": "vs-live"}
-    with daphne(tmp, "a", **env) as a, daphne(tmp, "b", **env) as b, runworker(tmp, **env):
+    with daphne(tmp, "a", **env) as a, uvicorn(tmp, "b", **env) as b, runworker(tmp, **env):
         yield a, b
     redis.Redis.from_url(url).flushdb()
 
