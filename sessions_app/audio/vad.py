@@ -25,6 +25,7 @@ class Segmenter:
         self._vad = webrtcvad.Vad(aggressiveness)
         self._pending = bytearray()
         self._recent: deque[tuple[bytes, bool]] = deque(maxlen=max(START_WINDOW, PREROLL_FRAMES))
+        self._window: deque[bool] = deque(maxlen=START_WINDOW)  # voiced flags, newest last
         self._silence_limit = max(1, silence_ms // FRAME_MS)
         self._silent = 0
         self.in_speech = False
@@ -38,12 +39,13 @@ class Segmenter:
             voiced = self._vad.is_speech(frame, TARGET_RATE)
             if not self.in_speech:
                 self._recent.append((frame, voiced))
-                window = list(self._recent)[-START_WINDOW:]
-                if sum(v for _, v in window) >= START_VOICED:
+                self._window.append(voiced)
+                if voiced and self._window.count(True) >= START_VOICED:
                     self.in_speech = True
                     self._silent = 0
                     preroll = b"".join(f for f, _ in list(self._recent)[-PREROLL_FRAMES:])
                     self._recent.clear()
+                    self._window.clear()
                     out.append(("start", preroll))
             else:
                 out.append(("audio", frame))
@@ -59,6 +61,7 @@ class Segmenter:
         rest = bytes(self._pending)
         self._pending.clear()
         self._recent.clear()
+        self._window.clear()
         self.in_speech = False
         self._silent = 0
         return rest
