@@ -1,17 +1,19 @@
 """WebSocket audio ingest against a bare FastAPI socket that only counts frames.
 
-    python -m bench.ingest [--sockets 20] [--frames 1500] [--idle 500]
+    python -m bench.ingest [--sockets 20] [--frames 10000] [--idle 500]
 
 K sockets each send 20 ms PCM16 frames as fast as they can; the figure is frames per second
 until the server has counted them all (``/stats`` for the project, so the counts are the
-service's own, flushed once per tick). The frames are quiet noise: VAD runs on every frame,
-recognition never starts. The rate limit is off for the run. Then M idle sockets are held
-open on each server and its memory per socket is reported. One server process each; the
-clients run in this process.
+service's own, flushed once per tick; the tick is 0.1 s for the run, so the last count is at
+most that late, against several seconds of streaming). The frames are quiet noise: VAD runs on
+every frame, recognition never starts. The rate limit is off for the run. Then M idle
+sockets are held open on each server and its memory per socket is reported. One server
+process each; the clients run in this process.
 """
 
 import asyncio
 import json
+import os
 import sys
 import time
 import urllib.request
@@ -22,12 +24,19 @@ import websockets
 from bench.common import create_session, save, serve, table
 
 FRAME = (np.random.default_rng(3).integers(-30, 30, 320)).astype("<i2").tobytes()
-ENV = {"AUDIO_RATE_LIMIT_FACTOR": "0", "IDLE_TIMEOUT_SECONDS": "600"}
+ENV = {"AUDIO_RATE_LIMIT_FACTOR": "0", "IDLE_TIMEOUT_SECONDS": "600", "SOCKET_TICK_SECONDS": "0.1"}
 
 
 def _rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as status:
         return next(int(x.split()[1]) / 1024 for x in status if x.startswith("VmRSS:"))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _url(kind: str, host: str) -> str:
@@ -89,19 +98,25 @@ def main(argv: list[str]) -> None:
     def opt(name, default):
         return int(argv[argv.index(name) + 1]) if name in argv else default
 
-    sockets, frames, idle_count = opt("--sockets", 20), opt("--frames", 1500), opt("--idle", 500)
+    sockets, frames, idle_count = opt("--sockets", 20), opt("--frames", 10000), opt("--idle", 500)
     rows, results = [], {}
     for kind in ("baseline", "daphne", "uvicorn"):
         with serve(kind, **ENV) as (host, pid):
+            cpu = _cpu_seconds(pid)
             fps = asyncio.run(ingest(kind, host, sockets, frames))
+            us_per_frame = (_cpu_seconds(pid) - cpu) * 1e6 / (sockets * frames)
             kib = asyncio.run(idle(kind, host, pid, idle_count))
-        results[kind] = {"frames_per_second": fps, "kib_per_idle_socket": kib}
-        rows.append([kind, fps, fps / results["baseline"]["frames_per_second"], fps * 0.02, kib])
+        results[kind] = {"frames_per_second": fps, "server_cpu_us_per_frame": us_per_frame,
+                         "kib_per_idle_socket": kib}  # fmt: skip
+        base = results["baseline"]
+        rows.append([kind, fps, fps / base["frames_per_second"], fps * 0.02, us_per_frame,
+                     base["server_cpu_us_per_frame"] / us_per_frame, kib])  # fmt: skip
         print(f"  {kind}: {results[kind]}", flush=True)
     print(table(
         f"Audio ingest, one process each: {sockets} sockets x {frames} frames of 20 ms, "
         "VAD on, recognition off",
-        ["server", "frames/s", "ratio to baseline", "real-time streams", "KiB per idle socket"],
+        ["server", "frames/s", "ratio to baseline", "real-time streams", "server CPU us/frame",
+         "CPU ratio (base/this)", "KiB per idle socket"],
         rows,
     ))  # fmt: skip
     print(f"\nsaved {save('ingest', results)}")
