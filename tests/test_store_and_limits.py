@@ -125,3 +125,72 @@ def test_state_lives_in_django_caches_with_the_namespace_sealed(backend):
     raw = get_kv().hash_get("s:" + record["id"])
     assert raw["namespace_id"].startswith("v1:")
     assert store.session_get(session_id=record["id"])["namespace_id"] == "user-1"
+
+
+def _primitive_calls(prefix: str, now: float) -> list[tuple[str, tuple, dict]]:
+    """Every primitive of voiceproject.kv, each way it can answer, on keys under ``prefix``."""
+    h, lease, idx, ev, lst = (prefix + k for k in ("h", "lease", "idx", "ev", "list"))
+    lease_args = {"now": now, "until": now + 60, "ttl": 60}
+    return [
+        ("hash_create", (h, {"a": 1, "flag": True, "none": None}, 60), {}),
+        ("hash_get", (h,), {}),
+        ("hash_update", (h, {"a": 2}), {}),
+        ("hash_update", (prefix + "missing", {"a": 2}), {}),
+        ("hash_incr", (h, {"n": 3, "a": 1}), {}),
+        ("hash_incr", (prefix + "missing", {"n": 1}), {}),
+        ("hash_cas", (h, "a", ("3",), {"c": "x"}), {}),
+        ("hash_cas", (h, "a", ("9",), {"c": "y"}), {}),
+        ("hash_cas", (prefix + "missing", "a", ("3",), {}), {}),
+        ("hash_fields", ([h, prefix + "missing"], "c"), {}),
+        ("claim", (prefix + "claim", 60), {}),
+        ("claim", (prefix + "claim", 60), {}),
+        ("lease_acquire", (lease, "m1"), {"limit": 1, **lease_args}),
+        ("lease_acquire", (lease, "m2"), {"limit": 1, **lease_args}),
+        ("lease_extend", (lease, "m1"), {"until": now + 90, "ttl": 90}),
+        ("lease_extend", (lease, "m2"), {"until": now + 90, "ttl": 90}),
+        ("lease_count", (lease,), {"now": now}),
+        ("lease_members", (lease,), {"now": now, "offset": 0, "limit": 10}),
+        ("lease_release", (lease, "m1"), {}),
+        ("lease_count", (lease,), {"now": now}),
+        ("index_add", (idx, "x", 1.0, 60), {}),
+        ("index_add", (idx, "y", 2.0, 60), {"drop_below": 0.5}),
+        ("index_members", (idx,), {}),
+        ("index_page", (idx,), {"offset": 0, "limit": 1}),
+        ("emit", (h, ev), {"payload": "e1", "cap": 1, "buffered": True}),
+        ("emit", (h, ev), {"payload": "e2", "cap": 1, "buffered": True}),
+        ("emit", (h, ev), {"payload": "e3", "cap": 1, "buffered": False}),
+        ("buffer_read", (ev,), {}),
+        ("list_push", (lst, "a"), {"cap": 2, "ttl": 60}),
+        ("list_push", (lst, "b"), {"cap": 2, "ttl": 60}),
+        ("list_push", (lst, "c"), {"cap": 2, "ttl": 60}),
+        ("list_read", (lst,), {}),
+        ("expire", (h, 30), {}),
+        ("expire", (prefix + "missing", 30), {}),
+        ("ttl", (h,), {}),
+        ("delete", (h, lst), {}),
+        ("hash_get", (h,), {}),
+        ("list_read", (lst,), {}),
+        ("ping", (), {}),
+    ]
+
+
+def _comparable(name: str, value):
+    return (value is not None and 0 < value <= 30) if name == "ttl" else value
+
+
+async def test_the_async_primitives_answer_exactly_like_the_sync_ones(backend):
+    from voiceproject.kv import aget_kv
+
+    now = time.time()
+    sync_kv, async_kv = get_kv(), aget_kv()
+    sync_answers = [
+        _comparable(name, getattr(sync_kv, name)(*args, **kwargs))
+        for name, args, kwargs in _primitive_calls("sync:", now)
+    ]
+    async_answers = [
+        _comparable(name, await getattr(async_kv, name)(*args, **kwargs))
+        for name, args, kwargs in _primitive_calls("async:", now)
+    ]
+    assert async_answers == sync_answers
+    assert sync_answers[1] == {"a": "1", "flag": "1", "none": ""}
+    assert sync_answers[-5] is True  # the ttl after expire(30)
