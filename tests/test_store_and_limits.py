@@ -194,3 +194,19 @@ async def test_the_async_primitives_answer_exactly_like_the_sync_ones(backend):
     assert async_answers == sync_answers
     assert sync_answers[1] == {"a": "1", "flag": "1", "none": ""}
     assert sync_answers[-5] is True  # the ttl after expire(30)
+
+
+def test_local_memory_forgets_ended_leases_but_not_extended_ones():
+    """On local memory nothing else drops abandoned sessions' leases, so they must not pile up."""
+    kv = get_kv()
+    with override_settings(CONNECT_WINDOW_SECONDS=60):
+        abandoned = {_create(f"gone-{i}")["id"] for i in range(50)}
+        kept = _create("kept")
+        store.slot_extend(namespace_id="kept", session_id=kept["id"], until=clock.now() + 7200)
+        assert len(kv._leases) == 52  # 51 namespaces and the index of live sessions
+        clock.advance(120)  # past the connect window, not past kept's extended lease
+        _create("new")
+    members = {m for leases in kv._leases.values() for m in leases}
+    assert not members & abandoned
+    assert kept["id"] in members
+    assert len(kv._leases) == 3  # the "kept" and "new" namespaces, and the live index
