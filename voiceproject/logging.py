@@ -1,6 +1,6 @@
 """structlog set-up and the privacy filter every log line passes through.
 
-Every record, ours or Django's, daphne's and channels', is rendered by one
+Every record, ours or Django's, uvicorn's, daphne's and channels', is rendered by one
 ``ProcessorFormatter`` whose chain ends in :func:`redact` before the renderer. So a full id,
 a namespace id, a key hash, a token or a transcript cannot reach a log even when a third-party
 logger puts one in its message.
@@ -89,5 +89,10 @@ def build_logging_config(*, fmt: str, level: str) -> dict:
             "django.request": {"level": "ERROR"},
             "django.channels.server": {"level": "WARNING"},
             "daphne": {"level": "WARNING"},
+            # Uvicorn set its own handlers before Django loaded; take its records back, so
+            # they are JSON and redacted too. Its access log would print whole session ids
+            # and tokens in paths: run it with --no-access-log, and it stays quiet here anyway.
+            "uvicorn": {"handlers": ["console"], "level": "INFO", "propagate": False},
+            "uvicorn.access": {"handlers": ["console"], "level": "WARNING", "propagate": False},
         },
     }

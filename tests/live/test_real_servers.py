@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.live, pytest.mark.django_db(databases=[])]
 
 @pytest.fixture(scope="module", params=["daphne", "uvicorn"])
 def server(request, tmp_path_factory):
-    with serve(tmp_path_factory.mktemp(request.param), server=request.param) as srv:
+    tmp = tmp_path_factory.mktemp(request.param)
+    with serve(tmp, server=request.param, LOG_LEVEL="INFO", LOG_FORMAT="json") as srv:
         yield srv
 
 
@@ -120,3 +121,22 @@ def test_errors_are_json_and_never_500(server):
         assert 400 <= status < 500, (method, path, status)
     status, body = server.request("GET", "/nowhere")
     assert status == 404 and body == {"detail": "Not found"}
+
+
+async def test_the_server_log_names_sessions_by_8_characters_and_never_a_token(server):
+    session = server.create_session("log-check-namespace")
+    url = server.ws_url(session)
+    token = url.split("token=")[1].split("&")[0]
+    async with websockets.connect(url) as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"type": "text", "text": "remind me to call the dentist"}))
+        await _until(ws, "response")
+    server.request("GET", f"/api/v1/sessions/{session['id']}")
+    server.request("DELETE", f"/api/v1/sessions/{session['id']}")
+    await asyncio.sleep(0.5)
+    log = server.log.read_text()
+    assert session["id"][:8] in log  # the service did log this session, by its short id
+    for secret in (session["id"], token, "log-check-namespace", "dentist"):
+        assert secret not in log, secret
+    for line in filter(None, log.splitlines()):
+        json.loads(line)  # every line, the server's own included, is a JSON event
