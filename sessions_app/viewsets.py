@@ -119,8 +119,8 @@ class SessionViewSet(AsyncViewSet):
     @action(detail=True, methods=["get"])
     async def stats(self, request, pk=None):
         """Aggregate counts, no PII."""
-        record = await _session_or_404(pk)
-        stats = await selectors.asession_stats(session_id=record["id"])
+        session_id = parse_uuid(pk)
+        stats = await selectors.asession_stats(session_id=session_id) if session_id else None
         if stats is None:
             raise NotFound("Session not found")
         return Response(stats)
