@@ -42,8 +42,11 @@ def serve(kind: str = "daphne", **env: str):
     if kind == "daphne":
         cmd = [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), app]
     else:
-        cmd = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--ws-per-message-deflate", "false", "--log-level",
-               "warning", "--no-access-log"]  # fmt: skip
+        # As `make serve` runs it, for the project and the baseline alike: uvicorn picks
+        # httptools and uvloop (requirements.txt), and per-message deflate is off.
+        cmd = [sys.executable, "-m", "uvicorn", app, "--port", str(port),
+               "--ws-per-message-deflate", "false", "--lifespan", "off",
+               "--log-level", "warning", "--no-access-log"]  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env={**os.environ, **BENCH_ENV, **env},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -60,11 +63,11 @@ def serve(kind: str = "daphne", **env: str):
         proc.wait(timeout=10)
 
 
-def create_session(host: str, namespace: str) -> dict:
+def create_session(host: str, namespace: str, headers: dict | None = None) -> dict:
     body = json.dumps({"namespace_id": namespace, "key_hash": KEY_HASH}).encode()
     req = urllib.request.Request(
         f"http://{host}/api/v1/sessions", data=body,
-        headers={"content-type": "application/json"}, method="POST",
+        headers={"content-type": "application/json", **(headers or {})}, method="POST",
     )  # fmt: skip
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())

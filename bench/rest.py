@@ -4,10 +4,12 @@
 
 For each number of sessions already stored, it measures create, get and stats requests per
 second on one process each of: the baseline (FastAPI + uvicorn, a dict and a scan, as the
-seed), this project under daphne, and this project under uvicorn. The project runs on Redis
-(the multi-worker configuration) with sessions preloaded through its own service; the
-baseline is preloaded through a route of its own. Prints a table with project/baseline ratios
-taken in the same run. Needs Debian's ``wrk`` and ``pip install -r bench/requirements.txt``.
+seed); this project on Redis (the multi-worker configuration) under daphne and under
+uvicorn, preloaded through its own service; and this project under uvicorn on its embedded
+local-memory store (one process, like the baseline's dict), preloaded over HTTP. The baseline
+is preloaded through a route of its own. Both uvicorn servers run alike (bench.common).
+Prints a table with project/baseline ratios taken in the same run. Needs Debian's ``wrk``
+and ``pip install -r bench/requirements.txt``.
 """
 
 import json
@@ -25,7 +27,6 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 PREFIX = "vs-bench"
 CREATE_LUA = """
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
 local n = 0
 local run = ""
 function init(args)
@@ -36,11 +37,20 @@ request = function()
   n = n + 1
   local ns = string.format("wrk-%s-%d", run, n)
   local body = '{"namespace_id":"' .. ns .. '","key_hash":"sha256:' .. string.rep("0", 64) .. '"}'
-  return wrk.format(nil, "/api/v1/sessions", nil, body)
+  -- many clients behind one proxy, as in production: the create throttle keeps a short
+  -- history per client, not one history of every request the load generator makes
+  local client = string.format("10.%d.%d.%d", math.floor(n / 65536) % 256,
+                               math.floor(n / 256) % 256, n % 256)
+  local headers = {["Content-Type"] = "application/json", ["X-Forwarded-For"] = client}
+  return wrk.format(nil, "/api/v1/sessions", headers, body)
 end
 """
-PROJECT_ENV = {
+LOCAL_ENV = {
     "CONNECT_WINDOW_SECONDS": "3600",  # preloaded sessions must outlive the run
+    "NUM_PROXIES": "1",  # the throttle counts X-Forwarded-For's client (see CREATE_LUA)
+}
+PROJECT_ENV = {
+    **LOCAL_ENV,
     "REDIS_URL": REDIS_URL,
     "CACHE_KEY_PREFIX": PREFIX,
 }
@@ -83,6 +93,20 @@ def preload_project(n: int) -> None:
         list(pool.map(one, range(n)))
 
 
+def preload_http(host: str, start: int, n: int) -> None:
+    """``n`` sessions through the API (the local-memory store lives in the server process)."""
+
+    def one(i: int) -> None:
+        client = f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}"
+        create_session(host, f"pre-{i}", headers={"X-Forwarded-For": client})
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, range(start, start + n)))
+
+
+SERVERS = ("baseline", "daphne", "uvicorn", "uvicorn-local")
+
+
 def main(argv: list[str]) -> None:
     sizes = [0, 10_000, 100_000]
     seconds = 5
@@ -96,30 +120,33 @@ def main(argv: list[str]) -> None:
         serve("baseline") as (base, _),
         serve("daphne", **PROJECT_ENV) as (daph, _),
         serve("uvicorn", **PROJECT_ENV) as (uvi, _),
+        serve("uvicorn", **LOCAL_ENV) as (local, _),
     ):
+        hosts = dict(zip(SERVERS, (base, daph, uvi, local), strict=True))
         for size in sizes:
             if size > stored:
                 preload_project(size - stored)
+                preload_http(local, stored, size - stored)
                 req = urllib.request.Request(f"http://{base}/_preload?n={size - stored}",
                                              method="POST")  # fmt: skip
                 urllib.request.urlopen(req, timeout=600).read()
                 stored = size
-            ids = {h: create_session(h, "probe")["id"] for h in (base, daph, uvi)}
+            ids = {h: create_session(h, "probe")["id"] for h in hosts.values()}
             for endpoint in ("create", "get", "stats"):
                 figures = {}
-                for name, host in (("baseline", base), ("daphne", daph), ("uvicorn", uvi)):
+                for name, host in hosts.items():
                     path = {"create": "/api/v1/sessions", "get": f"/api/v1/sessions/{ids[host]}",
                             "stats": f"/api/v1/sessions/{ids[host]}/stats"}[endpoint]  # fmt: skip
                     figures[name] = wrk(f"http://{host}{path}", seconds,
                                         CREATE_LUA if endpoint == "create" else None)  # fmt: skip
-                rows.append([size, endpoint, figures["baseline"], figures["daphne"],
-                             figures["uvicorn"], figures["daphne"] / figures["baseline"],
-                             figures["uvicorn"] / figures["baseline"]])  # fmt: skip
+                rows.append([size, endpoint, *(figures[n] for n in SERVERS),
+                             *(figures[n] / figures["baseline"] for n in SERVERS[1:])])  # fmt: skip
                 results.append({"stored": size, "endpoint": endpoint, **figures})
                 print(f"  {size} {endpoint}: {json.dumps(figures)}", flush=True)
     print(table(
-        "REST requests/s, one process each, wrk -t2 -c32 (project on Redis; baseline: dict + scan)",
-        ["stored", "endpoint", "baseline", "daphne", "uvicorn", "daphne/base", "uvicorn/base"],
+        "REST requests/s, one process each, wrk -t2 -c32 (baseline: dict + scan; project on "
+        "Redis under daphne and uvicorn, and on local memory under uvicorn)",
+        ["stored", "endpoint", *SERVERS, *(f"{n}/base" for n in SERVERS[1:])],
         rows,
     ))  # fmt: skip
     creates = {r["stored"]: r for r in results if r["endpoint"] == "create"}
@@ -128,7 +155,7 @@ def main(argv: list[str]) -> None:
         print(table(
             f"Create as the store fills ({min(creates)} to {max(creates)} sessions stored)",
             ["server", "at first", "at last", "last/first"],
-            [[k, first[k], last[k], last[k] / first[k]] for k in ("baseline", "daphne", "uvicorn")],
+            [[k, first[k], last[k], last[k] / first[k]] for k in SERVERS],
         ))  # fmt: skip
     _flush_redis()
     print(f"\nsaved {save('rest', {'rows': results})}")

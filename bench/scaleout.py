@@ -1,4 +1,4 @@
-"""Throughput with 1, 2 and 4 daphne workers sharing one Redis.
+"""Throughput with 1, 2 and 4 uvicorn workers sharing one Redis.
 
     python -m bench.scaleout [--seconds 5]
 
@@ -24,7 +24,7 @@ def main(argv: list[str]) -> None:
     rows, base = [], None
     for workers in (1, 2, 4):
         with contextlib.ExitStack() as stack:
-            hosts = [stack.enter_context(serve("daphne", **ENV))[0] for _ in range(workers)]
+            hosts = [stack.enter_context(serve("uvicorn", **ENV))[0] for _ in range(workers)]
             sid = create_session(hosts[0], "scale")["id"]
             urls = [f"http://{h}/api/v1/sessions/{sid}" for h in hosts]
             with ThreadPoolExecutor(workers) as pool:
@@ -32,7 +32,7 @@ def main(argv: list[str]) -> None:
         total = sum(rates)
         base = base or total
         rows.append([workers, total, total / base])
-    print(table("GET requests/s, daphne workers on one Redis",
+    print(table("GET requests/s, uvicorn workers on one Redis",
                 ["workers", "requests/s", "vs 1 worker"], rows))  # fmt: skip
     print(f"\nsaved {save('scaleout', {'rows': rows})}")
 
