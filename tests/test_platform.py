@@ -152,3 +152,18 @@ async def test_operator_pages_keep_djangos_handler_and_send_to_login(backend):
     assert response["status"] == 302
     assert response["headers"]["location"].startswith("/admin/login/")
     assert response["headers"]["x-frame-options"] == "DENY"
+
+
+async def test_head_and_options_on_the_async_routes_answer_without_an_error(backend):
+    import json
+
+    from tests.conftest import KEY_HASH
+
+    body = json.dumps({"namespace_id": "asgi-head", "key_hash": KEY_HASH}).encode()
+    session = json.loads((await _asgi("POST", "/api/v1/sessions", body))["body"])
+    path = f"/api/v1/sessions/{session['id']}"
+    head = await _asgi("HEAD", path)
+    assert head["status"] == 200  # (the server drops the body of a HEAD response)
+    options = await _asgi("OPTIONS", path)
+    assert options["status"] == 200
+    assert set(options["headers"]["allow"].replace(" ", "").split(",")) >= {"GET", "DELETE"}
