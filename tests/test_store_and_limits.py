@@ -168,6 +168,7 @@ def _primitive_calls(prefix: str, now: float) -> list[tuple[str, tuple, dict]]:
         ("expire", (prefix + "missing", 30), {}),
         ("ttl", (h,), {}),
         ("delete", (h, lst), {}),
+        ("delete", (), {}),
         ("hash_get", (h,), {}),
         ("list_read", (lst,), {}),
         ("ping", (), {}),
@@ -193,7 +194,7 @@ async def test_the_async_primitives_answer_exactly_like_the_sync_ones(backend):
     ]
     assert async_answers == sync_answers
     assert sync_answers[1] == {"a": "1", "flag": "1", "none": ""}
-    assert sync_answers[-5] is True  # the ttl after expire(30)
+    assert sync_answers[-6] is True  # the ttl after expire(30)
 
 
 def test_local_memory_forgets_ended_leases_but_not_extended_ones():

@@ -248,7 +248,9 @@ class RedisKV:
         return self._call("pttl", self._k(key), shape=lambda ms: None if ms < 0 else ms / 1000)
 
     def delete(self, *keys: str) -> None:
-        return self._call("delete", *[self._k(k) for k in keys], shape=lambda _: None)
+        # A pipeline: with no keys it sends nothing, where a bare DEL would be an error.
+        commands = [("delete", self._k(k)) for k in keys]
+        return self._do(lambda c: self._pipe(c, commands, transaction=True), lambda _: None)
 
     def claim(self, key: str, ttl: float) -> bool:
         """Set-if-absent: True for the first caller only."""
