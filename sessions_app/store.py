@@ -6,6 +6,7 @@ Keys (under the cache's ``KEY_PREFIX``):
 * ``s:<id>:ev``    list: the replay buffer, ``"<seq> <sealed event>"``, capped
 * ``s:<id>:msg``   list: sealed messages (user utterances and replies), capped
 * ``ns:<sha>:live`` sorted set: live sessions of one namespace, scored by lease end
+* ``ns:<sha>:key``  the keyed hash of the key hash those live sessions share (as long as the set)
 * ``tok:<nonce>``  a used connect token (set-if-absent makes tokens one-time)
 * ``live``         sorted set: every live session, scored by lease end (operators' listing
   and metrics page through it; nobody scans keys)
@@ -32,9 +33,9 @@ def _session_key(session_id: str) -> str:
     return _key("s", session_id)
 
 
-def _namespace_key(namespace_id: str) -> str:
+def _namespace_key(namespace_id: str, part: str = "live") -> str:
     digest = hashlib.sha256(namespace_id.encode()).hexdigest()[:32]
-    return _key("ns", digest, "live")
+    return _key("ns", digest, part)
 
 
 def session_ttl() -> float:
@@ -93,11 +94,23 @@ def session_delete(*, session_id: str) -> None:
 
 
 # namespace slots ----------------------------------------------------------------------------
-def slot_acquire(*, namespace_id: str, session_id: str, now: float, until: float) -> bool:
-    """Take one of the namespace's ``MAX_SESSIONS_PER_USER`` slots, atomically."""
-    return get_kv().lease_acquire(
+SLOT_TAKEN, SLOT_FULL, SLOT_OTHER_KEY = 1, 0, -1
+
+
+def slot_acquire(
+    *, namespace_id: str, session_id: str, key_tag: str, now: float, until: float
+) -> int:
+    """Take one of the namespace's ``MAX_SESSIONS_PER_USER`` slots, atomically.
+
+    ``key_tag`` is the keyed hash of the session's key hash: while the namespace has live
+    sessions, only the same tag may take a slot (``SLOT_OTHER_KEY`` otherwise); once none is
+    live, the next create sets it. Returns ``SLOT_TAKEN``, ``SLOT_FULL`` or ``SLOT_OTHER_KEY``.
+    """
+    return get_kv().lease_acquire_owned(
         _namespace_key(namespace_id),
+        _namespace_key(namespace_id, "key"),
         session_id,
+        owner=key_tag,
         limit=settings.MAX_SESSIONS_PER_USER,
         now=now,
         until=until,

@@ -53,6 +53,23 @@ if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) en
 return 1
 """
 
+# KEYS[1] lease zset, KEYS[2] the set's owner tag. ARGV: member, limit, now, until, ttl_ms,
+# owner. As above, and the live leases of a set share one owner: while any is live, another
+# owner is refused (-1); once none is, the next acquire sets the owner. The tag lives as long
+# as the set. Returns 1 (acquired), 0 (full) or -1 (another owner holds the set).
+_LUA_LEASE_ACQUIRE_OWNED = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local n = redis.call('ZCARD', KEYS[1])
+local cur = redis.call('GET', KEYS[2])
+if n > 0 and cur and cur ~= ARGV[6] then return -1 end
+if n >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+local ttl = tonumber(ARGV[5])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+redis.call('SET', KEYS[2], ARGV[6], 'PX', redis.call('PTTL', KEYS[1]))
+return 1
+"""
+
 # KEYS[1] lease zset. ARGV: member, until, ttl_ms. Extends an existing lease only.
 _LUA_LEASE_EXTEND = """
 local n = redis.call('ZADD', KEYS[1], 'XX', 'CH', ARGV[2], ARGV[1])
@@ -170,6 +187,7 @@ class RedisKV:
             name: self._client.register_script(src)
             for name, src in {
                 "lease_acquire": _LUA_LEASE_ACQUIRE,
+                "lease_acquire_owned": _LUA_LEASE_ACQUIRE_OWNED,
                 "lease_extend": _LUA_LEASE_EXTEND,
                 "hupdate": _LUA_HUPDATE,
                 "hincr": _LUA_HINCR,
@@ -261,6 +279,25 @@ class RedisKV:
         self, key: str, member: str, *, limit: int, now: float, until: float, ttl: float
     ) -> bool:
         return self._script("lease_acquire", [key], [member, limit, now, until, _ms(ttl)], bool)
+
+    def lease_acquire_owned(
+        self,
+        key: str,
+        owner_key: str,
+        member: str,
+        *,
+        owner: str,
+        limit: int,
+        now: float,
+        until: float,
+        ttl: float,
+    ) -> int:
+        return self._script(
+            "lease_acquire_owned",
+            [key, owner_key],
+            [member, limit, now, until, _ms(ttl), owner],
+            int,
+        )
 
     def lease_extend(self, key: str, member: str, *, until: float, ttl: float) -> bool:
         return self._script("lease_extend", [key], [member, until, _ms(ttl)], bool)
@@ -379,6 +416,7 @@ class LocalKV:
         self._leases: dict[str, dict[str, float]] = {}
         self._indexes: dict[str, tuple[float, dict[str, float]]] = {}
         self._ends: list[tuple[float, str, str]] = []  # heap: (lease end, set, member)
+        self._owners: dict[str, str] = {}  # lease set -> the owner of its live leases
 
     # A value is stored as (expires_at, data) so that updates can keep the remaining TTL.
     def _get(self, key: str):
@@ -491,6 +529,7 @@ class LocalKV:
                 del leases[member]
                 if not leases:
                     del self._leases[key]
+                    self._owners.pop(key, None)
 
     def lease_acquire(
         self, key: str, member: str, *, limit: int, now: float, until: float, ttl: float
@@ -506,6 +545,33 @@ class LocalKV:
             self._drop_ended(now)
             return True
 
+    def lease_acquire_owned(
+        self,
+        key: str,
+        owner_key: str,
+        member: str,
+        *,
+        owner: str,
+        limit: int,
+        now: float,
+        until: float,
+        ttl: float,
+    ) -> int:
+        # The owner tag is kept with the set itself here (``owner_key`` names it on Redis).
+        with self._lock:
+            leases = self._lease_set(key)
+            for m in [m for m, t in leases.items() if t <= now]:
+                del leases[m]
+            current = self._owners.get(key)
+            if leases and current is not None and current != owner:
+                return -1
+            if len(leases) >= limit:
+                return 0
+            self._lease_write(leases, key, member, until)
+            self._owners[key] = owner
+            self._drop_ended(now)
+            return 1
+
     def lease_extend(self, key: str, member: str, *, until: float, ttl: float) -> bool:
         with self._lock:
             leases = self._leases.get(key)
@@ -516,7 +582,12 @@ class LocalKV:
 
     def lease_release(self, key: str, member: str) -> None:
         with self._lock:
-            self._leases.get(key, {}).pop(member, None)
+            leases = self._leases.get(key)
+            if leases is not None:
+                leases.pop(member, None)
+                if not leases:
+                    del self._leases[key]
+                    self._owners.pop(key, None)
 
     def lease_count(self, key: str, *, now: float) -> int:
         with self._lock:
