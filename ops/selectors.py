@@ -1,6 +1,7 @@
 """What the operators' pages read. No transcript text, payload or result is ever shown."""
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 
 from ops import store
 from sessions_app.audio.recognizer import get_pool
@@ -75,6 +76,12 @@ def ops_health() -> dict:
     workers = store.workers_since(since=clock.now() - 30)
     return {
         "checks": checks,
+        # Who may touch a session (CONTRACT 1b): an operator should see at once if it is open.
+        "session_auth": (
+            "bearer token per session"
+            if settings.SESSION_AUTH == "token"
+            else "OFF: a session id alone is enough (SESSION_AUTH=off)"
+        ),
         "workers": [{"id": w, "seen_seconds_ago": round(clock.now() - t, 1)} for w, t in workers],
         "recognizer": {
             "processes": pool.processes,

@@ -48,6 +48,14 @@ class SessionResponseSerializer(serializers.Serializer):
     pending_tasks_count = serializers.IntegerField()
 
 
+class SessionCreatedSerializer(SessionResponseSerializer):
+    """The create's answer: a ``SessionResponse`` and, shown only here, the bearer token."""
+
+    session_token = serializers.CharField(
+        help_text="Send as `Authorization: Bearer <session_token>` on every other request."
+    )
+
+
 class ClosedSerializer(serializers.Serializer):
     status = serializers.CharField(default="closed")
     session_id = serializers.UUIDField()

@@ -20,13 +20,14 @@ from sessions_app import store
 from sessions_app.tokens import TokenInvalid, token_issue, token_verify
 from tasks_app import store as task_store
 from voiceproject import clock
+from voiceproject.access import keyed_hash, session_token_issue
 from voiceproject.crypto import seal
 from voiceproject.kv import aio
 from voiceproject.layer import group_send_sync
 
 logger = structlog.get_logger(__name__)
 
-KEY_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+KEY_HASH_RE = re.compile(r"sha256:[0-9a-f]{64}")  # fullmatch: "$" would allow a final newline
 LIVE_STATUSES = ("created", "connected", "listening", "processing")
 CLOSED_STATUSES = ("closed", "error")
 
@@ -61,17 +62,31 @@ def group_name(session_id: str) -> str:
 def session_create(
     *, namespace_id: str, key_hash: str, device_type: str, client_version: str | None
 ) -> dict:
-    """Create a session in a free slot of its namespace, or refuse (401, 429)."""
-    if settings.ENCRYPTION_ENABLED and not KEY_HASH_RE.match(key_hash):
+    """Create a session in a free slot of its namespace, or refuse (401, 429).
+
+    The answer carries the session's bearer token (``session_token``), which is stored
+    nowhere and shown only here. The namespace's live sessions share one key hash; the
+    store keeps a keyed hash of it, never the key hash itself.
+    """
+    if settings.ENCRYPTION_ENABLED and not KEY_HASH_RE.fullmatch(key_hash):
         logger.warning("session_key_hash_invalid")
         raise InvalidKeyHash()
     session_id = str(uuid.uuid4())
     now = clock.now()
     expires_at = now + store.session_ttl()
     window = store.connect_window()
-    if not store.slot_acquire(
-        namespace_id=namespace_id, session_id=session_id, now=now, until=now + window
-    ):
+    key_tag = keyed_hash("namespace-key", namespace_id, key_hash)
+    slot = store.slot_acquire(
+        namespace_id=namespace_id,
+        session_id=session_id,
+        key_tag=key_tag,
+        now=now,
+        until=now + window,
+    )
+    if slot == store.SLOT_OTHER_KEY:
+        logger.warning("session_key_hash_not_the_namespaces", device_type=device_type)
+        raise InvalidKeyHash()
+    if slot != store.SLOT_TAKEN:
         logger.info("session_limit_reached", device_type=device_type)
         raise TooManySessions()
     record = {
@@ -83,6 +98,7 @@ def session_create(
         "connected_at": "",
         "device_type": device_type,
         "client_version": client_version or "",
+        "key_tag": key_tag,
         "seq": 0,
         "conn_gen": 0,
         "message_count": 0,
@@ -96,7 +112,7 @@ def session_create(
         store.slot_release(namespace_id=namespace_id, session_id=session_id)
         raise
     logger.info("session_created", session_id=session_id, device_type=device_type)
-    return record
+    return {**record, "session_token": session_token_issue(session_id=session_id)}
 
 
 def session_connect_url(*, session_id: str, host: str, secure: bool) -> str:
@@ -128,13 +144,18 @@ def session_connect(*, session_id: str, token: str) -> dict:
     fields = {"status": "connected", "socket_seen": now}
     if not record["connected_at"]:
         expires_at = float(record["expires_at"])
-        held = store.slot_extend(
-            namespace_id=record["namespace_id"], session_id=session_id, until=expires_at
-        ) or store.slot_acquire(
-            namespace_id=record["namespace_id"],
-            session_id=session_id,
-            now=now,
-            until=expires_at,
+        held = (
+            store.slot_extend(
+                namespace_id=record["namespace_id"], session_id=session_id, until=expires_at
+            )
+            or store.slot_acquire(
+                namespace_id=record["namespace_id"],
+                session_id=session_id,
+                key_tag=record.get("key_tag", ""),
+                now=now,
+                until=expires_at,
+            )
+            == store.SLOT_TAKEN
         )
         if not held:
             _close_prepare(session_id, "abandoned")  # never connected: no socket to tell

@@ -11,6 +11,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from sessions_app import selectors, services
 from sessions_app.serializers import (
     ClosedSerializer,
+    SessionCreatedSerializer,
     SessionCreateSerializer,
     SessionResponseSerializer,
     StatsSerializer,
@@ -18,6 +19,7 @@ from sessions_app.serializers import (
 from tasks_app.selectors import atask_list, atask_pending_count
 from tasks_app.serializers import TaskListQuerySerializer, TaskResponseSerializer
 from tasks_app.services import task_response
+from voiceproject.access import session_holder_check
 from voiceproject.clock import iso
 from voiceproject.errors import NotFound
 from voiceproject.ids import parse_uuid
@@ -41,8 +43,15 @@ class SessionCreateThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
-async def _session_or_404(pk: str) -> dict:
+def _held_session_id(request, pk: str) -> str | None:
+    """The session id of the path, once the request has shown its token (401 otherwise)."""
     session_id = parse_uuid(pk)
+    session_holder_check(request, session_id=session_id)
+    return session_id
+
+
+async def _session_or_404(request, pk: str) -> dict:
+    session_id = _held_session_id(request, pk)
     record = await selectors.asession_get(session_id=session_id) if session_id else None
     if record is None:
         raise NotFound("Session not found")
@@ -69,6 +78,7 @@ def _render(request, record: dict, pending_tasks: int) -> dict:
 
 class SessionViewSet(AsyncViewSet):
     lookup_value_regex = "[^/]+"
+    open_actions = frozenset({"create"})  # every other action needs the session's token
     store_only_actions = frozenset({"create"})
 
     def get_throttles(self):
@@ -76,50 +86,51 @@ class SessionViewSet(AsyncViewSet):
 
     @extend_schema(
         request=SessionCreateSerializer,
-        responses={200: SessionResponseSerializer, **errors(400, 401, 413, 429)},
+        responses={200: SessionCreatedSerializer, **errors(400, 401, 413, 429)},
     )
     def create(self, request):
-        """Create a session; the answer carries a ``websocket_url`` with a one-time token."""
+        """Create a session; the answer alone carries its ``session_token``."""
         if not isinstance(request.data, dict):
             raise ValidationError({"non_field_errors": ["Expected a JSON object."]})
         body = SessionCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         record = services.session_create(**body.validated_data)
-        return Response(_render(request, record, pending_tasks=0))  # a new session has none
+        rendered = _render(request, record, pending_tasks=0)  # a new session has none
+        return Response({**rendered, "session_token": record["session_token"]})
 
-    @extend_schema(responses={200: SessionResponseSerializer, **errors(404)})
+    @extend_schema(responses={200: SessionResponseSerializer, **errors(401, 404)})
     async def retrieve(self, request, pk=None):
         """The session's state, with a fresh ``websocket_url`` (how a client reconnects)."""
-        record = await _session_or_404(pk)
+        record = await _session_or_404(request, pk)
         pending = await atask_pending_count(session_id=record["id"])
         return Response(_render(request, record, pending))
 
-    @extend_schema(responses={200: ClosedSerializer, **errors(404)})
+    @extend_schema(responses={200: ClosedSerializer, **errors(401, 404)})
     async def destroy(self, request, pk=None):
         """Close the session: its live socket, on any worker, gets 1000."""
-        record = await _session_or_404(pk)
+        record = await _session_or_404(request, pk)
         if not await services.session_aclose(session_id=record["id"], reason="deleted"):
             raise NotFound("Session not found")
         return Response({"status": "closed", "session_id": record["id"]})
 
     @extend_schema(
         parameters=[TaskListQuerySerializer],
-        responses={200: TaskResponseSerializer(many=True), **errors(400, 404)},
+        responses={200: TaskResponseSerializer(many=True), **errors(400, 401, 404)},
     )
     @action(detail=True, methods=["get"])
     async def tasks(self, request, pk=None):
         """The session's tasks, optionally ``?state=``."""
-        record = await _session_or_404(pk)
+        record = await _session_or_404(request, pk)
         query = TaskListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         tasks = await atask_list(session_id=record["id"], state=query.validated_data.get("state"))
         return Response([task_response(t) for t in tasks])
 
-    @extend_schema(responses={200: StatsSerializer, **errors(404)})
+    @extend_schema(responses={200: StatsSerializer, **errors(401, 404)})
     @action(detail=True, methods=["get"])
     async def stats(self, request, pk=None):
         """Aggregate counts, no PII."""
-        session_id = parse_uuid(pk)
+        session_id = _held_session_id(request, pk)
         stats = await selectors.asession_stats(session_id=session_id) if session_id else None
         if stats is None:
             raise NotFound("Session not found")

@@ -7,7 +7,6 @@ socket calls them in a worker thread, never on its event loop.
 
 import contextlib
 import json
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import structlog
@@ -19,6 +18,7 @@ from tasks_app import intents, selectors, store
 from tasks_app.handlers import HandlerError
 from tasks_app.states import PENDING, sources_of
 from voiceproject import clock
+from voiceproject.access import bound_id_issue
 from voiceproject.crypto import seal
 from voiceproject.errors import Conflict, NotFound
 from voiceproject.layer import send_sync
@@ -62,7 +62,7 @@ def _emit_task(event_type: str, record: dict) -> None:
 def task_create(*, session_id: str, task_type: str, payload: dict) -> dict:
     """A new task of a registered type: ``draft`` if the type needs confirming, else queued."""
     now = clock.now()
-    task_id = str(uuid.uuid4())
+    task_id = bound_id_issue(owner_id=session_id)  # its session's token, and only it, opens it
     state = "draft" if task_type in settings.TASK_TYPES_NEEDING_CONFIRMATION else "queued"
     record = {
         "id": task_id,

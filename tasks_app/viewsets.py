@@ -7,6 +7,7 @@ from rest_framework.response import Response
 
 from tasks_app import selectors, services
 from tasks_app.serializers import TaskResponseSerializer
+from voiceproject.access import task_holder_check
 from voiceproject.errors import Conflict
 from voiceproject.ids import parse_uuid
 from voiceproject.openapi import errors
@@ -19,44 +20,51 @@ def _found(record: dict | None) -> dict:
     return record
 
 
-def _task_or_404(pk: str) -> dict:
+def _held_task_id(request, pk: str) -> str | None:
+    """The task id of the path, once the request holds its session's token (401 otherwise)."""
     task_id = parse_uuid(pk)
+    task_holder_check(request, task_id=task_id)
+    return task_id
+
+
+def _task_or_404(request, pk: str) -> dict:
+    task_id = _held_task_id(request, pk)
     return _found(selectors.task_get(task_id=task_id) if task_id else None)
 
 
-async def _atask_or_404(pk: str) -> dict:
-    task_id = parse_uuid(pk)
+async def _atask_or_404(request, pk: str) -> dict:
+    task_id = _held_task_id(request, pk)
     return _found(await selectors.atask_get(task_id=task_id) if task_id else None)
 
 
 class TaskViewSet(AsyncViewSet):
     lookup_value_regex = "[^/]+"
 
-    @extend_schema(responses={200: TaskResponseSerializer, **errors(404)})
+    @extend_schema(responses={200: TaskResponseSerializer, **errors(401, 404)})
     async def retrieve(self, request, pk=None):
         """One task."""
-        return Response(services.task_response(await _atask_or_404(pk)))
+        return Response(services.task_response(await _atask_or_404(request, pk)))
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT, **errors(404, 409)})
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, **errors(401, 404, 409)})
     @action(detail=True, methods=["get"])
     async def result(self, request, pk=None):
         """The handler's result; 409 while the task has none."""
-        record = await _atask_or_404(pk)
+        record = await _atask_or_404(request, pk)
         result = selectors.task_result(record=record)
         if result is None:
             raise Conflict(f"Task is {record['state']}; it has no result")
         return Response(result)
 
-    @extend_schema(request=None, responses={200: TaskResponseSerializer, **errors(404, 409)})
+    @extend_schema(request=None, responses={200: TaskResponseSerializer, **errors(401, 404, 409)})
     @action(detail=True, methods=["post"])
     def confirm(self, request, pk=None):
         """``draft`` to ``queued``."""
-        record = _task_or_404(pk)
+        record = _task_or_404(request, pk)
         return Response(services.task_response(services.task_confirm(task_id=record["id"])))
 
-    @extend_schema(request=None, responses={200: TaskResponseSerializer, **errors(404, 409)})
+    @extend_schema(request=None, responses={200: TaskResponseSerializer, **errors(401, 404, 409)})
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Any pending state to ``cancelled``."""
-        record = _task_or_404(pk)
+        record = _task_or_404(request, pk)
         return Response(services.task_response(services.task_cancel(task_id=record["id"])))

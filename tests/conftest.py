@@ -156,9 +156,21 @@ def create_session(client: APIClient, namespace_id: str = "user-1", **extra) -> 
     return response.json()
 
 
+def bearer(session: dict) -> dict:
+    """The Authorization header of a session's holder (DRF test-client keyword form)."""
+    return {"HTTP_AUTHORIZATION": f"Bearer {session['session_token']}"}
+
+
+def hold(client: APIClient, session: dict) -> dict:
+    """Make ``client`` the holder of ``session``: its later requests carry the token."""
+    client.credentials(**bearer(session))
+    return session
+
+
 @pytest.fixture
 def session(api):
-    return create_session(api)
+    """A new session, held by the ``api`` client."""
+    return hold(api, create_session(api))
 
 
 def ws_path(session: dict) -> str:

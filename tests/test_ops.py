@@ -2,10 +2,10 @@
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import Client
+from django.test import Client, override_settings
 
 from ops import store as ops_store
-from tests.conftest import KEY_HASH, connect, create_session, receive_until
+from tests.conftest import KEY_HASH, connect, create_session, hold, receive_until
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +36,7 @@ def test_users_who_are_not_staff_are_refused(path):
 
 
 def test_actions_refuse_anonymous_posts(api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     response = Client().post(f"/ops/sessions/{session['id']}/close")
     assert response.status_code == 302
     assert api.get(f"/api/v1/sessions/{session['id']}").status_code == 200
@@ -53,7 +53,7 @@ def test_the_sessions_page_lists_live_sessions_with_truncated_ids_only(staff, ap
 
 
 def test_the_session_page_shows_figures_and_tasks_but_no_text(staff, api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     from tasks_app.services import task_create
 
     task_create(session_id=session["id"], task_type="note", payload={"text": "door code 4711"})
@@ -67,7 +67,7 @@ def test_the_session_page_shows_figures_and_tasks_but_no_text(staff, api):
 async def test_closing_a_session_from_ops_closes_its_live_socket(staff, api):
     from asgiref.sync import sync_to_async
 
-    session = create_session(api)
+    session = hold(api, create_session(api))
     comm, _ = await connect(session)
     response = await sync_to_async(staff.post)(f"/ops/sessions/{session['id']}/close")
     assert response.status_code == 302
@@ -80,7 +80,7 @@ async def test_closing_a_session_from_ops_closes_its_live_socket(staff, api):
 def test_cancelling_a_task_from_ops_uses_the_task_state_machine(staff, api):
     from tasks_app.services import task_create
 
-    session = create_session(api)
+    session = hold(api, create_session(api))
     draft = task_create(
         session_id=session["id"], task_type="reminder", payload={"text": "x", "due_at": 1e10}
     )
@@ -93,7 +93,7 @@ def test_cancelling_a_task_from_ops_uses_the_task_state_machine(staff, api):
 def test_the_tasks_page_filters_by_state_and_type(staff, api):
     from tasks_app.services import task_create
 
-    session = create_session(api)
+    session = hold(api, create_session(api))
     draft = task_create(
         session_id=session["id"], task_type="reminder", payload={"text": "x", "due_at": 1e10}
     )
@@ -110,6 +110,13 @@ def test_the_health_page_shows_checks_workers_and_the_recognizer_pool(staff):
     page = staff.get("/ops/health/").content.decode()
     assert "Cache</th><td>ok" in page and "Channel layer</th><td>ok" in page
     assert "host-a:123" in page and "Recognizers busy" in page
+    assert "Session access</th><td>bearer token per session" in page
+
+
+def test_the_health_page_says_when_sessions_are_open_to_anyone_with_an_id(staff):
+    with override_settings(SESSION_AUTH="off"):
+        page = staff.get("/ops/health/").content.decode()
+    assert "OFF: a session id alone is enough" in page
 
 
 def test_listing_reads_one_page_of_the_index_not_every_session(staff, api, backend):
@@ -122,7 +129,7 @@ def test_listing_reads_one_page_of_the_index_not_every_session(staff, api, backe
 
 
 def test_ops_actions_need_a_csrf_token(api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     client = Client(enforce_csrf_checks=True)
     client.force_login(User.objects.create_user("ops2", password="pw-ops-456", is_staff=True))
     refused = client.post(f"/ops/sessions/{session['id']}/close")

@@ -37,17 +37,27 @@ def test_the_openapi_schema_covers_every_endpoint_with_its_errors(api):
     paths = schema["paths"]
     expected = {
         ("/api/v1/sessions/", "post"): {"200", "400", "401", "413", "429", "503"},
-        ("/api/v1/sessions/{id}/", "get"): {"200", "404", "503"},
-        ("/api/v1/sessions/{id}/", "delete"): {"200", "404", "503"},
-        ("/api/v1/sessions/{id}/tasks/", "get"): {"200", "400", "404", "503"},
-        ("/api/v1/sessions/{id}/stats/", "get"): {"200", "404", "503"},
-        ("/api/v1/tasks/{id}/", "get"): {"200", "404", "503"},
-        ("/api/v1/tasks/{id}/result/", "get"): {"200", "404", "409", "503"},
-        ("/api/v1/tasks/{id}/confirm/", "post"): {"200", "404", "409", "503"},
-        ("/api/v1/tasks/{id}/cancel/", "post"): {"200", "404", "409", "503"},
+        ("/api/v1/sessions/{id}/", "get"): {"200", "401", "404", "503"},
+        ("/api/v1/sessions/{id}/", "delete"): {"200", "401", "404", "503"},
+        ("/api/v1/sessions/{id}/tasks/", "get"): {"200", "400", "401", "404", "503"},
+        ("/api/v1/sessions/{id}/stats/", "get"): {"200", "401", "404", "503"},
+        ("/api/v1/tasks/{id}/", "get"): {"200", "401", "404", "503"},
+        ("/api/v1/tasks/{id}/result/", "get"): {"200", "401", "404", "409", "503"},
+        ("/api/v1/tasks/{id}/confirm/", "post"): {"200", "401", "404", "409", "503"},
+        ("/api/v1/tasks/{id}/cancel/", "post"): {"200", "401", "404", "409", "503"},
     }
     for (path, method), codes in expected.items():
         assert set(paths[path][method]["responses"]) == codes, (path, method)
+    # CONTRACT 1b: a bearer scheme, required everywhere but on the create.
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["sessionToken"]["type"] == "http"
+    assert schemes["sessionToken"]["scheme"] == "bearer"
+    for path, method in expected:
+        security = paths[path][method].get("security", [])
+        if (path, method) == ("/api/v1/sessions/", "post"):
+            assert {"sessionToken": []} not in security, "the create needs no token"
+        else:
+            assert security == [{"sessionToken": []}], (path, method)
 
 
 def test_swagger_ui_is_served_without_a_cdn(api):
@@ -67,10 +77,10 @@ def test_swagger_ui_is_served_without_a_cdn(api):
 async def test_metrics_have_their_names_and_types_after_a_session_ran(backend, api):
     import re
 
-    from tests.conftest import aget, connect, create_session, receive_until
+    from tests.conftest import aget, connect, create_session, hold, receive_until
     from tests.test_speech import FAST, final_for, load, stream
 
-    session = create_session(api)
+    session = hold(api, create_session(api))
     with FAST:
         comm, _ = await connect(session)
         await stream(comm, load("create_a_task_fix_the_bike"))
@@ -105,14 +115,16 @@ async def test_metrics_have_their_names_and_types_after_a_session_ran(backend, a
 
 def test_the_live_index_counts_sessions_without_scanning_keys(backend, api):
     from sessions_app import selectors
-    from tests.conftest import create_session
+    from tests.conftest import bearer, create_session
 
-    ids = {create_session(api, namespace_id=f"n{i}")["id"] for i in range(7)}
+    sessions = {s["id"]: s for s in (create_session(api, namespace_id=f"n{i}") for i in range(7))}
+    ids = set(sessions)
     total, rows = selectors.session_list(offset=0, limit=5)
     assert total == 7 and len(rows) == 5 and {r["id"] for r in rows} <= ids
     _, rest = selectors.session_list(offset=5, limit=5)
     assert {r["id"] for r in rows} | {r["id"] for r in rest} == ids
-    api.delete(f"/api/v1/sessions/{sorted(ids)[0]}")
+    first = sorted(ids)[0]
+    assert api.delete(f"/api/v1/sessions/{first}", **bearer(sessions[first])).status_code == 200
     assert selectors.session_list()[0] == 6
     assert selectors.session_status_counts() == {"created": 6}
 
@@ -140,14 +152,21 @@ async def test_the_api_through_the_asgi_handler_answers_with_its_security_header
     created = await _asgi("POST", "/api/v1/sessions", body)
     assert created["status"] == 200, created["body"]
     session = json.loads(created["body"])
-    got = await _asgi("GET", f"/api/v1/sessions/{session['id']}")
+    holder = [(b"authorization", f"Bearer {session['session_token']}".encode())]
+    got = await _asgi("GET", f"/api/v1/sessions/{session['id']}", headers=holder)
     assert got["status"] == 200 and json.loads(got["body"])["id"] == session["id"]
     for response in (created, got):
         assert response["headers"]["x-content-type-options"] == "nosniff"
         assert response["headers"]["content-type"] == "application/json"
-    missing = await _asgi("GET", "/api/v1/sessions/00000000-0000-4000-8000-000000000000")
+    deleted = await _asgi("DELETE", f"/api/v1/sessions/{session['id']}", headers=holder)
+    assert deleted["status"] == 200
+    missing = await _asgi("GET", f"/api/v1/sessions/{session['id']}", headers=holder)
     assert missing["status"] == 404 and json.loads(missing["body"]) == {
         "detail": "Session not found"
+    }
+    anonymous = await _asgi("GET", f"/api/v1/sessions/{session['id']}")
+    assert anonymous["status"] == 401 and json.loads(anonymous["body"]) == {
+        "detail": "Invalid session token"
     }
     broken = await _asgi("POST", "/api/v1/sessions", b"{not json")
     assert broken["status"] == 400 and "detail" in json.loads(broken["body"])
@@ -184,8 +203,9 @@ async def test_head_and_options_on_the_async_routes_answer_without_an_error(back
     body = json.dumps({"namespace_id": "asgi-head", "key_hash": KEY_HASH}).encode()
     session = json.loads((await _asgi("POST", "/api/v1/sessions", body))["body"])
     path = f"/api/v1/sessions/{session['id']}"
-    head = await _asgi("HEAD", path)
+    holder = [(b"authorization", f"Bearer {session['session_token']}".encode())]
+    head = await _asgi("HEAD", path, headers=holder)
     assert head["status"] == 200  # (the server drops the body of a HEAD response)
-    options = await _asgi("OPTIONS", path)
+    options = await _asgi("OPTIONS", path, headers=holder)
     assert options["status"] == 200
     assert set(options["headers"]["allow"].replace(" ", "").split(",")) >= {"GET", "DELETE"}

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from tests.conftest import KEY_HASH, adelete, aget, connect, receive_until
+from tests.conftest import KEY_HASH, adelete, aget, connect, hold, receive_until
 from voiceproject.logging import make_formatter
 
 pytestmark = pytest.mark.django_db(databases=[])
@@ -37,7 +37,7 @@ async def test_logs_name_ids_by_8_characters_and_carry_no_user_data(backend, api
     response = await sync_to_async(api.post, thread_sensitive=False)(
         "/api/v1/sessions", {"namespace_id": NAMESPACE, "key_hash": KEY_HASH}, format="json"
     )
-    session = response.json()
+    session = hold(api, response.json())
     comm, _ = await connect(session)
     await comm.send_json_to({"type": "text", "text": SECRET_TEXT})
     events = await receive_until(comm, "response")
@@ -62,6 +62,8 @@ async def test_logs_name_ids_by_8_characters_and_carry_no_user_data(backend, api
         "4711",
         "pay Schmidt",
         session["websocket_url"].split("token=")[1][:20],
+        session["session_token"],
+        session["session_token"][:20],
     ):
         assert secret not in logs, secret
 
@@ -119,6 +121,7 @@ async def test_a_redis_dump_shows_no_plaintext_of_what_users_said(redis_backend,
 
     history = [unseal(session["id"], m) for m in messages_read(session_id=session["id"])]
     assert "Schmidt-Kowalski owes 4711" in history[0], "the history opens with the session key"
-    for plain in (b"Schmidt", b"4711", b"owes", NAMESPACE.encode()):
+    secrets = (session["session_token"], KEY_HASH, KEY_HASH[7:])  # CONTRACT 1b: never stored
+    for plain in (b"Schmidt", b"4711", b"owes", NAMESPACE.encode(), *map(str.encode, secrets)):
         assert plain not in dump, plain
     await comm.disconnect()

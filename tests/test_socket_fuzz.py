@@ -8,7 +8,7 @@ from channels.testing import WebsocketCommunicator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import create_session, ws_path
+from tests.conftest import create_session, hold, ws_path
 
 pytestmark = pytest.mark.django_db(databases=[])
 
@@ -71,7 +71,7 @@ async def _exercise(session: dict, sequence: list) -> None:
 )
 @given(sequence=st.lists(frames, min_size=1, max_size=6))
 def test_arbitrary_frames_never_crash_the_consumer_or_leak_a_traceback(api, sequence):
-    session = create_session(api, namespace_id="fuzz")
+    session = hold(api, create_session(api, namespace_id="fuzz"))
     try:
         asyncio.run(_exercise(session, sequence))
     finally:

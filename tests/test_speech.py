@@ -17,7 +17,7 @@ from django.test import override_settings
 from bench.synth import FIXTURE_PHRASES
 from sessions_app.audio.formats import MULAW_TO_PCM, Decoder, FormatError
 from sessions_app.audio.vad import Segmenter
-from tests.conftest import aget, connect, create_session, receive_until
+from tests.conftest import aget, connect, create_session, hold, receive_until
 
 pytestmark = pytest.mark.django_db(databases=[])
 
@@ -59,7 +59,7 @@ async def final_for(comm, timeout: float = 20) -> list[dict]:
 # the whole path -------------------------------------------------------------------------------
 @FAST
 async def test_a_spoken_command_becomes_a_transcript_a_task_and_a_result(backend, api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     comm, _ = await connect(session)
     await stream(comm, load("add_milk_to_my_list"))
     events = await final_for(comm)

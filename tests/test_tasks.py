@@ -1,13 +1,12 @@
 """Tasks: the state machine, the REST endpoints, handlers, and reminders coming due."""
 
 import time
-import uuid
 
 import pytest
 from django.test import override_settings
 
 from tasks_app import selectors, services, states
-from tests.conftest import aget, apost, connect, create_session, receive_until
+from tests.conftest import aget, apost, connect, create_session, hold, receive_until
 from voiceproject import clock
 
 pytestmark = pytest.mark.django_db(databases=[])
@@ -36,7 +35,7 @@ ILLEGAL = [(s, t) for s in states.STATES for t in states.STATES if t not in stat
 
 @pytest.mark.parametrize(("source", "target"), LEGAL)
 def test_every_legal_move_is_allowed(api, source, target):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     record = _task(session["id"], "note")
     services.store.task_update(task_id=record["id"], fields={"state": source})
     moved = services.task_transition(task_id=record["id"], to=target)
@@ -45,7 +44,7 @@ def test_every_legal_move_is_allowed(api, source, target):
 
 @pytest.mark.parametrize(("source", "target"), ILLEGAL)
 def test_every_illegal_move_is_refused_with_409(api, source, target):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     record = _task(session["id"], "note")
     services.store.task_update(task_id=record["id"], fields={"state": source})
     with pytest.raises(services.IllegalTransition) as info:
@@ -61,7 +60,7 @@ def test_terminal_states_have_no_way_out():
 
 # REST --------------------------------------------------------------------------------------------
 def test_a_todo_runs_to_completed_and_its_result_is_readable(backend, api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     record = _task(session["id"], "todo", text="buy milk")
     _wait_for_state(record["id"], "completed")
     body = api.get(f"/api/v1/tasks/{record['id']}").json()
@@ -77,7 +76,7 @@ def test_a_todo_runs_to_completed_and_its_result_is_readable(backend, api):
 
 
 def test_a_result_is_409_while_the_task_has_none(api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     record = _task(session["id"], "reminder", due_at=clock.now() + 60)
     response = api.get(f"/api/v1/tasks/{record['id']}/result")
     assert response.status_code == 409
@@ -85,7 +84,7 @@ def test_a_result_is_409_while_the_task_has_none(api):
 
 
 def test_confirm_queues_a_draft_and_a_second_confirm_is_409(api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     record = _task(session["id"], "reminder", due_at=clock.now() + 60)
     assert record["state"] == "draft"
     response = api.post(f"/api/v1/tasks/{record['id']}/confirm")
@@ -95,7 +94,7 @@ def test_confirm_queues_a_draft_and_a_second_confirm_is_409(api):
 
 
 def test_cancel_works_while_pending_and_is_409_after(api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     record = _task(session["id"], "reminder", due_at=clock.now() + 60)
     assert api.post(f"/api/v1/tasks/{record['id']}/cancel").json()["state"] == "cancelled"
     assert api.post(f"/api/v1/tasks/{record['id']}/cancel").status_code == 409
@@ -103,23 +102,15 @@ def test_cancel_works_while_pending_and_is_409_after(api):
 
 
 def test_a_draft_confirmed_too_late_expires(api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     record = _task(session["id"], "reminder", due_at=clock.now() + 60)
     clock.advance(301)
     assert api.post(f"/api/v1/tasks/{record['id']}/confirm").status_code == 409
     assert api.get(f"/api/v1/tasks/{record['id']}").json()["state"] == "expired"
 
 
-@pytest.mark.parametrize("tid", ["nope", str(uuid.uuid4()), "x" * 300])
-def test_unknown_tasks_are_404_on_every_endpoint(api, tid):
-    assert api.get(f"/api/v1/tasks/{tid}").status_code == 404
-    assert api.get(f"/api/v1/tasks/{tid}/result").status_code == 404
-    assert api.post(f"/api/v1/tasks/{tid}/confirm").status_code == 404
-    assert api.post(f"/api/v1/tasks/{tid}/cancel").status_code == 404
-
-
 def test_the_session_task_list_filters_by_state(api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     draft = _task(session["id"], "reminder", due_at=clock.now() + 60)
     done = _task(session["id"], "note")
     _wait_for_state(done["id"], "completed")
@@ -130,7 +121,7 @@ def test_the_session_task_list_filters_by_state(api):
 
 
 def test_tasks_outlive_their_session_until_their_own_ttl(backend, api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     record = _task(session["id"], "note", text="keep me")
     _wait_for_state(record["id"], "completed")
     api.delete(f"/api/v1/sessions/{session['id']}")
@@ -147,7 +138,7 @@ def exploding_handler(*, task, payload):
 def test_a_failing_handler_leaves_the_task_failed_without_pii(api):
     handlers = {"todo": "tests.test_tasks.exploding_handler"}
     with override_settings(TASK_HANDLERS=handlers):
-        session = create_session(api)
+        session = hold(api, create_session(api))
         record = _task(session["id"], "todo", text="my bank pin is 1234")
         failed = _wait_for_state(record["id"], "failed")
     assert failed["error_message"] == "Handler failed (RuntimeError)"
@@ -157,7 +148,7 @@ def test_a_failing_handler_leaves_the_task_failed_without_pii(api):
 
 async def test_a_failing_handler_does_not_harm_the_session_socket(api):
     with override_settings(TASK_HANDLERS={"todo": "tests.test_tasks.exploding_handler"}):
-        session = create_session(api)
+        session = hold(api, create_session(api))
         comm, _ = await connect(session)
         await comm.send_json_to({"type": "text", "text": "add eggs to my list"})
         events = await receive_until(comm, "task.updated")
@@ -175,7 +166,7 @@ async def _say(comm, text: str) -> list[dict]:
 
 
 async def test_each_intent_over_the_socket_has_its_outcome(backend, api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     comm, _ = await connect(session)
 
     events = await _say(comm, "remind me to call mom in 5 minutes")
@@ -208,7 +199,7 @@ async def test_each_intent_over_the_socket_has_its_outcome(backend, api):
 
 
 async def test_cancel_the_last_task_cancels_the_newest_pending_one(api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     comm, _ = await connect(session)
     await _say(comm, "remind me to water the plants tomorrow")
     events = await _say(comm, "remind me to call the dentist at 3 pm")
@@ -223,7 +214,7 @@ async def test_cancel_the_last_task_cancels_the_newest_pending_one(api):
 
 
 async def test_a_reminder_coming_due_on_a_live_session_is_said(backend, api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     comm, _ = await connect(session)
     events = await _say(comm, "remind me to stretch in 10 minutes")
     task = next(e for e in events if e["type"] == "task.created")["task"]
@@ -243,7 +234,7 @@ async def test_a_reminder_coming_due_on_a_live_session_is_said(backend, api):
 
 async def test_a_draft_left_unconfirmed_expires_on_a_live_session(api):
     with override_settings(DRAFT_TTL_SECONDS=0.2):
-        session = create_session(api)
+        session = hold(api, create_session(api))
         comm, _ = await connect(session)
         await _say(comm, "remind me to stretch in 10 minutes")
         event = (await receive_until(comm, "task.updated"))[-1]
@@ -252,7 +243,7 @@ async def test_a_draft_left_unconfirmed_expires_on_a_live_session(api):
 
 
 async def test_task_events_made_over_rest_reach_the_socket(backend, api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     comm, _ = await connect(session)
     events = await _say(comm, "remind me to stretch in 10 minutes")
     task = next(e for e in events if e["type"] == "task.created")["task"]

@@ -9,7 +9,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
 from sessions_app.tokens import token_issue
-from tests.conftest import adelete, aget, connect, create_session, receive_until, ws_path
+from tests.conftest import adelete, aget, connect, create_session, hold, receive_until, ws_path
 from voiceproject import clock
 from voiceproject.asgi import application
 
@@ -40,7 +40,7 @@ async def _closed_with(comm: WebsocketCommunicator, timeout: float = 5) -> int:
 
 
 async def test_connect_greets_with_session_ready(backend, api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     comm, ready = await connect(session)
     assert ready["seq"] == 1
     assert ready["audio"] == {"encoding": "pcm_s16le", "sample_rate": 16000, "channels": 1}
@@ -51,12 +51,12 @@ async def test_connect_greets_with_session_ready(backend, api):
 
 
 async def test_a_socket_without_a_token_is_closed_with_4401(api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     assert await _refused_with(f"/ws/voice?session_id={session['id']}") == 4401
 
 
 async def test_a_forged_token_is_closed_with_4401(api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     token = token_issue(session_id=session["id"])
     forged = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
     assert await _refused_with(f"/ws/voice?session_id={session['id']}&token={forged}") == 4401
@@ -69,7 +69,7 @@ async def test_a_token_for_another_session_is_closed_with_4401(api):
 
 
 async def test_a_replayed_token_is_closed_with_4401(backend, api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     comm, _ = await connect(session)
     await comm.disconnect()
     assert await _refused_with(ws_path(session)) == 4401
@@ -77,20 +77,20 @@ async def test_a_replayed_token_is_closed_with_4401(backend, api):
 
 async def test_an_expired_token_is_closed_with_4401(api):
     with override_settings(CONNECT_WINDOW_SECONDS=1):
-        session = create_session(api)
+        session = hold(api, create_session(api))
         await asyncio.sleep(2.1)
         assert await _refused_with(ws_path(session)) == 4401
 
 
 async def test_an_unknown_or_deleted_session_is_closed_with_4404(api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     await adelete(api, f"/api/v1/sessions/{session['id']}")
     assert await _refused_with(ws_path(session)) == 4404
     assert await _refused_with("/ws/voice?session_id=not-a-uuid&token=x") == 4404
 
 
 async def test_second_socket_takes_over_and_the_first_gets_4409(backend, api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     first, _ = await connect(session)
     fresh = (await aget(api, f"/api/v1/sessions/{session['id']}")).json()
     second, ready = await connect(fresh)
@@ -167,7 +167,7 @@ async def test_a_frame_over_max_frame_bytes_closes_with_4413(api, kind):
 
 
 async def test_audio_frames_are_counted_in_stats_within_a_second(backend, api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     comm, _ = await connect(session)
     for _ in range(10):
         await comm.send_to(bytes_data=SILENCE_20MS)
@@ -182,7 +182,7 @@ async def test_audio_frames_are_counted_in_stats_within_a_second(backend, api):
 
 
 async def test_a_pcm16_frame_with_an_odd_byte_count_is_an_error_not_a_crash(api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     comm, _ = await connect(session)
     await comm.send_to(bytes_data=b"\x00" * 641)
     error = await comm.receive_json_from(timeout=5)
@@ -221,7 +221,7 @@ async def test_session_update_changes_the_format_before_audio_only(api):
 
 
 async def test_session_close_from_the_client_closes_with_1000_and_deletes(backend, api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     comm, _ = await connect(session)
     await comm.send_json_to({"type": "session.close"})
     closed = await comm.receive_json_from(timeout=5)
@@ -231,7 +231,7 @@ async def test_session_close_from_the_client_closes_with_1000_and_deletes(backen
 
 
 async def test_delete_over_rest_closes_the_live_socket_with_1000(backend, api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     comm, _ = await connect(session)
     response = await adelete(api, f"/api/v1/sessions/{session['id']}")
     assert response.status_code == 200
@@ -257,7 +257,7 @@ async def test_pings_keep_a_socket_from_idling_out(api):
 
 
 async def test_at_the_end_of_its_life_the_session_closes_its_socket_with_1000(backend, api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     comm, _ = await connect(session)
     clock.advance(24 * 3600 + 1)
     closed = await comm.receive_json_from(timeout=5)
@@ -267,7 +267,7 @@ async def test_at_the_end_of_its_life_the_session_closes_its_socket_with_1000(ba
 
 
 async def test_status_moves_from_created_to_connected_and_back_when_the_socket_goes(api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     url = f"/api/v1/sessions/{session['id']}"
     assert (await aget(api, url)).json()["status"] == "created"
     comm, _ = await connect(session)
@@ -278,7 +278,7 @@ async def test_status_moves_from_created_to_connected_and_back_when_the_socket_g
 
 
 async def test_resume_after_reconnect_replays_what_was_missed(backend, api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     comm, _ = await connect(session)
     await comm.send_json_to({"type": "text", "text": "add eggs to my list"})
     events = await receive_until(comm, "response")
@@ -301,7 +301,7 @@ async def test_resume_after_reconnect_replays_what_was_missed(backend, api):
 
 async def test_resume_says_when_events_fell_out_of_the_buffer(api):
     with override_settings(EVENT_BUFFER_SIZE=2):
-        session = create_session(api)
+        session = hold(api, create_session(api))
         comm, _ = await connect(session)
         for text in ("add eggs to my list", "add milk to my list"):
             await comm.send_json_to({"type": "text", "text": text})
@@ -313,7 +313,7 @@ async def test_resume_says_when_events_fell_out_of_the_buffer(api):
 
 
 async def test_a_foreign_or_null_origin_is_refused_at_the_handshake(api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     for origin in (b"http://evil.example", b"null"):
         comm = WebsocketCommunicator(application, ws_path(session), headers=[(b"origin", origin)])
         connected, _ = await comm.connect()
@@ -329,7 +329,7 @@ async def test_an_allowed_origin_and_a_missing_origin_both_connect(api):
 
 
 async def test_a_typed_utterance_reaches_intents_and_counts_as_messages(backend, api):
-    session = create_session(api)
+    session = hold(api, create_session(api))
     comm, _ = await connect(session)
     await comm.send_json_to({"type": "text", "text": "take a note the code is 42"})
     events = await receive_until(comm, "response")

@@ -20,6 +20,14 @@ class NotFound(APIException):
     default_detail = "Not found"
 
 
+class InvalidSessionToken(APIException):
+    """No bearer token, a malformed one, or another session's (CONTRACT section 1b)."""
+
+    status_code = status.HTTP_401_UNAUTHORIZED
+    default_detail = "Invalid session token"
+    auth_header = 'Bearer realm="voice-session"'
+
+
 class Conflict(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "Conflict"

@@ -12,13 +12,26 @@ import structlog
 
 # Fields whose values never reach a log, whatever logged them.
 SECRET_FIELDS = frozenset(
-    {"namespace_id", "key_hash", "text", "transcript", "audio", "token", "result", "payload"}
+    {
+        "namespace_id",
+        "key_hash",
+        "key_tag",
+        "text",
+        "transcript",
+        "audio",
+        "token",
+        "session_token",
+        "authorization",
+        "result",
+        "payload",
+    }
 )
 _UUID = re.compile(
     r"\b([0-9a-fA-F]{8})(?:-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}\b",
 )
 _TOKEN_QS = re.compile(r"(token=)[^&\s\"']+")
 _NAMESPACE_QS = re.compile(r"(namespace_id=)[^&\s\"']+")
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
 
 
 def short_id(value: object) -> str:
@@ -29,7 +42,8 @@ def short_id(value: object) -> str:
 def _scrub(text: str) -> str:
     text = _UUID.sub(lambda m: m.group(1) + "~", text)
     text = _TOKEN_QS.sub(r"\1[redacted]", text)
-    return _NAMESPACE_QS.sub(r"\1[redacted]", text)
+    text = _NAMESPACE_QS.sub(r"\1[redacted]", text)
+    return _BEARER.sub(r"\1[redacted]", text)
 
 
 def redact(_logger, _method, event_dict: dict) -> dict:

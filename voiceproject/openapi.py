@@ -1,5 +1,6 @@
 """OpenAPI helpers shared by the apps' viewsets (the schema is at ``/api/schema/``)."""
 
+from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
@@ -15,7 +16,7 @@ def errors(*codes: int) -> dict:
     """OpenAPI responses for the error codes an endpoint can answer (plus 503: Redis down)."""
     texts = {
         400: "Field errors, malformed JSON, or a Host outside ALLOWED_HOSTS",
-        401: "Invalid encryption key hash",
+        401: "Invalid session token (or, on the create, Invalid encryption key hash)",
         404: "Not found",
         409: "The task's state does not allow it",
         413: "Request body too large",
@@ -26,3 +27,12 @@ def errors(*codes: int) -> dict:
     if 400 in codes:
         out[400] = OpenApiResponse(OpenApiTypes.OBJECT, description=texts[400])
     return out
+
+
+class AutoSchema(SpectacularAutoSchema):
+    """Every API action needs the session's bearer token, but a viewset's ``open_actions``."""
+
+    def get_auth(self):
+        if getattr(self.view, "action", None) in getattr(self.view, "open_actions", ()):
+            return []
+        return [{"sessionToken": []}]

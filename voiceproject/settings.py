@@ -61,6 +61,11 @@ IDLE_TIMEOUT_SECONDS = _env_float("IDLE_TIMEOUT_SECONDS", 120)
 TASK_TTL_HOURS = _env_float("TASK_TTL_HOURS", 24)
 MAX_FRAME_BYTES = _env_int("MAX_FRAME_BYTES", 65536)
 ENCRYPTION_ENABLED = _env_bool("ENCRYPTION_ENABLED", True)
+# "token": every path but the create needs the session's bearer token (CONTRACT 1b); "off":
+# the id alone is enough, as in the seed (legacy clients on a trusted network only).
+SESSION_AUTH = os.environ.get("SESSION_AUTH", "").strip().lower() or "token"
+if SESSION_AUTH not in ("token", "off"):
+    sys.exit(f"voiceproject: SESSION_AUTH must be 'token' or 'off', got {SESSION_AUTH!r}")
 
 # Our own knobs (docs/operations.md).
 EVENT_BUFFER_SIZE = _env_int("EVENT_BUFFER_SIZE", 1024)
@@ -254,7 +259,7 @@ REST_FRAMEWORK = {
     # X-Forwarded-For; with 0, throttles count REMOTE_ADDR.
     "NUM_PROXIES": _env_int("NUM_PROXIES", 0) or None,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "voiceproject.openapi.AutoSchema",
 }
 
 SPECTACULAR_SETTINGS = {
@@ -265,6 +270,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",  # served from this service: no CDN, works offline
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "sessionToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The create's `session_token` (CONTRACT section 1b).",
+            }
+        }
+    },
 }
 
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "console" if DEBUG else "json")

@@ -47,13 +47,15 @@ class Server:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def request(self, method: str, path: str, body=None, headers=None):
+    def request(self, method: str, path: str, body=None, headers=None, token: str | None = None):
+        """One request; ``token`` is a session's bearer token (CONTRACT 1b)."""
         data = None if body is None else json.dumps(body).encode()
+        auth = {"authorization": f"Bearer {token}"} if token else {}
         req = urllib.request.Request(
             self.http + path,
             data=data,
             method=method,
-            headers={"content-type": "application/json", **(headers or {})},
+            headers={"content-type": "application/json", **auth, **(headers or {})},
         )
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:

@@ -53,9 +53,13 @@ async def test_the_newcomer_flow_create_connect_talk_delete(server):
         await ws.send(json.dumps({"type": "text", "text": "add bread to my list"}))
         events = await _until(ws, "response")
         assert events[-1]["text"] == "Added bread to your list."
-        status, body = server.request("GET", f"/api/v1/sessions/{session['id']}/tasks")
+        status, body = server.request(
+            "GET", f"/api/v1/sessions/{session['id']}/tasks", token=session["session_token"]
+        )
         assert status == 200 and body[0]["type"] == "todo"
-        status, body = server.request("DELETE", f"/api/v1/sessions/{session['id']}")
+        status, body = server.request(
+            "DELETE", f"/api/v1/sessions/{session['id']}", token=session["session_token"]
+        )
         assert status == 200 and body == {"status": "closed", "session_id": session["id"]}
         assert (await _until(ws, "session.closed"))[-1]["reason"] == "deleted"
         assert (await _close_code(ws))[0] == 1000
@@ -100,7 +104,9 @@ async def test_reconnecting_with_a_fresh_url_takes_over_with_4409(server):
     session = server.create_session()
     first = await websockets.connect(server.ws_url(session))
     await first.recv()
-    _, fresh = server.request("GET", f"/api/v1/sessions/{session['id']}")
+    _, fresh = server.request(
+        "GET", f"/api/v1/sessions/{session['id']}", token=session["session_token"]
+    )
     async with websockets.connect(server.ws_url(fresh)) as second:
         await second.recv()
         assert (await _close_code(first))[0] == 4409
@@ -131,8 +137,8 @@ async def test_the_server_log_names_sessions_by_8_characters_and_never_a_token(s
         await ws.recv()
         await ws.send(json.dumps({"type": "text", "text": "remind me to call the dentist"}))
         await _until(ws, "response")
-    server.request("GET", f"/api/v1/sessions/{session['id']}")
-    server.request("DELETE", f"/api/v1/sessions/{session['id']}")
+    server.request("GET", f"/api/v1/sessions/{session['id']}", token=session["session_token"])
+    server.request("DELETE", f"/api/v1/sessions/{session['id']}", token=session["session_token"])
     await asyncio.sleep(0.5)
     log = server.log.read_text()
     assert session["id"][:8] in log  # the service did log this session, by its short id

@@ -35,9 +35,9 @@ def _redis(port: int, tmp) -> subprocess.Popen:
     raise RuntimeError("redis-server did not start")
 
 
-def _timed(fn, *args):
+def _timed(fn, *args, **kwargs):
     started = time.monotonic()
-    result = fn(*args)
+    result = fn(*args, **kwargs)
     return result, time.monotonic() - started
 
 
@@ -65,8 +65,9 @@ async def test_rest_fails_closed_while_redis_is_down_and_recovers_after(tmp_path
             )  # fmt: skip
             assert status == 503 and "unavailable" in body["detail"] and took < 5
             (status, _), took = await asyncio.to_thread(
-                _timed, srv.request, "GET", f"/api/v1/sessions/{session['id']}"
-            )
+                _timed, srv.request, "GET", f"/api/v1/sessions/{session['id']}",
+                token=session["session_token"],
+            )  # fmt: skip
             assert status == 503 and took < 5
             status, ready = await asyncio.to_thread(srv.request, "GET", "/readyz")
             assert status == 503 and set(ready["failing"]) == {"cache", "channel_layer"}

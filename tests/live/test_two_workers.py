@@ -32,7 +32,9 @@ def cluster(tmp_path_factory):
 def test_a_session_created_on_one_worker_is_visible_on_the_other(cluster):
     a, b = cluster
     session = a.create_session("visible")
-    status, body = b.request("GET", f"/api/v1/sessions/{session['id']}")
+    status, body = b.request(
+        "GET", f"/api/v1/sessions/{session['id']}", token=session["session_token"]
+    )
     assert status == 200 and body["id"] == session["id"]
 
 
@@ -62,7 +64,7 @@ async def test_delete_on_one_worker_closes_the_socket_held_by_the_other(cluster)
     async with websockets.connect(b.ws_url(session)) as ws:
         await ws.recv()
         status, _ = await asyncio.to_thread(
-            a.request, "DELETE", f"/api/v1/sessions/{session['id']}"
+            a.request, "DELETE", f"/api/v1/sessions/{session['id']}", token=session["session_token"]
         )
         assert status == 200
         await until(ws, lambda e: e["type"] == "session.closed")
@@ -81,7 +83,9 @@ async def test_tasks_run_in_the_runworker_and_their_events_reach_the_socket(clus
             ws, lambda e: e["type"] == "task.updated" and e["task"]["state"] == "completed"
         )
         task_id = events[-1]["task"]["id"]
-    status, body = await asyncio.to_thread(a.request, "GET", f"/api/v1/tasks/{task_id}/result")
+    status, body = await asyncio.to_thread(
+        a.request, "GET", f"/api/v1/tasks/{task_id}/result", token=session["session_token"]
+    )
     assert status == 200 and body == {"text": "the code is 99"}
 
 
@@ -92,7 +96,9 @@ async def test_resume_works_after_reconnecting_to_the_other_worker(cluster):
         ready = json.loads(await ws.recv())
         await ws.send(json.dumps({"type": "text", "text": "add milk to my list"}))
         first = await until(ws, lambda e: e["type"] == "response")
-    _, fresh = await asyncio.to_thread(b.request, "GET", f"/api/v1/sessions/{session['id']}")
+    _, fresh = await asyncio.to_thread(
+        b.request, "GET", f"/api/v1/sessions/{session['id']}", token=session["session_token"]
+    )
     async with websockets.connect(b.ws_url(fresh)) as ws:
         await ws.recv()
         await ws.send(json.dumps({"type": "session.resume", "last_seq": ready["seq"]}))
@@ -113,6 +119,6 @@ async def test_audio_counted_on_one_worker_shows_in_stats_on_the_other(cluster):
             await ws.send(b"\x00\x00" * 320)
         await asyncio.sleep(1.2)
         path = f"/api/v1/sessions/{urllib.parse.quote(session['id'])}/stats"
-        _, stats = await asyncio.to_thread(a.request, "GET", path)
+        _, stats = await asyncio.to_thread(a.request, "GET", path, token=session["session_token"])
     assert stats["audio_chunks_received"] == 25
     assert stats["audio_chunks_processed"] == 25

@@ -38,12 +38,14 @@ async def test_clients_of_a_killed_worker_reconnect_elsewhere_and_resume(tmp_pat
                     await asyncio.wait_for(ws.recv(), 10)
 
         # While no socket is attached, something happens to the session on worker B.
-        status, _ = await asyncio.to_thread(b.request, "POST", f"/api/v1/tasks/{task_id}/cancel")
+        status, _ = await asyncio.to_thread(
+            b.request, "POST", f"/api/v1/tasks/{task_id}/cancel", token=session["session_token"]
+        )
         assert status in (200, 409)  # 409 if the note had already completed
 
         time.sleep(3.5)  # three missed heartbeats: the dead socket no longer counts as attached
         status, fresh = await asyncio.to_thread(
-            b.request, "GET", f"/api/v1/sessions/{session['id']}"
+            b.request, "GET", f"/api/v1/sessions/{session['id']}", token=session["session_token"]
         )
         assert status == 200 and fresh["status"] == "created"
 

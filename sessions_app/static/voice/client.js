@@ -39,9 +39,12 @@ async function keyHash() {
   return "sha256:" + [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-async function api(method, path, body) {
+// The session token (CONTRACT 1b) is kept in memory only: never in storage, never in a URL.
+async function api(method, path, body, token) {
+  const headers = { "content-type": "application/json" };
+  if (token) headers.authorization = `Bearer ${token}`;
   const response = await fetch(path, {
-    method, headers: { "content-type": "application/json" },
+    method, headers, cache: "no-store",
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const data = await response.json().catch(() => ({}));
@@ -143,7 +146,9 @@ function onClose(ws, code) {
 
 async function reconnect() {
   try {
-    const fresh = await api("GET", `/api/v1/sessions/${state.session.id}`);
+    const fresh = await api(
+      "GET", `/api/v1/sessions/${state.session.id}`, undefined, state.session.session_token,
+    );
     if (!fresh.websocket_url) return show("status", "closed: the session ended");
     log("reconnect", "reconnecting with session.resume");
     connect(fresh.websocket_url, true);
