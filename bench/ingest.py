@@ -39,10 +39,14 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+_TOKENS: dict[str, str] = {}  # session id -> its bearer token, for the stats reads
+
+
 def _url(kind: str, host: str) -> str:
     if kind == "baseline":
         return f"ws://{host}/ws/voice"
     session = create_session(host, f"ingest-{time.monotonic_ns()}")
+    _TOKENS[session["id"]] = session["session_token"]
     return f"ws://{host}" + session["websocket_url"].split(host, 1)[1]
 
 
@@ -51,7 +55,11 @@ def _counted(kind: str, host: str, sessions: list[str]) -> int:
         return json.load(urllib.request.urlopen(f"http://{host}/_frames"))["count"]
     total = 0
     for sid in sessions:
-        stats = json.load(urllib.request.urlopen(f"http://{host}/api/v1/sessions/{sid}/stats"))
+        request = urllib.request.Request(
+            f"http://{host}/api/v1/sessions/{sid}/stats",
+            headers={"Authorization": f"Bearer {_TOKENS[sid]}"},
+        )
+        stats = json.load(urllib.request.urlopen(request))
         total += stats["audio_chunks_processed"]
     return total
 

@@ -56,8 +56,11 @@ PROJECT_ENV = {
 }
 
 
-def wrk(url: str, seconds: int, script: str | None = None) -> float:
+def wrk(url: str, seconds: int, script: str | None = None, token: str | None = None) -> float:
+    """Requests/s of ``url``; ``token`` is sent as the session's bearer token (CONTRACT 1b)."""
     cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", url]
+    if token:
+        cmd[1:1] = ["-H", f"Authorization: Bearer {token}"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         if script:
             lua.write(script)
@@ -131,14 +134,16 @@ def main(argv: list[str]) -> None:
                                              method="POST")  # fmt: skip
                 urllib.request.urlopen(req, timeout=600).read()
                 stored = size
-            ids = {h: create_session(h, "probe")["id"] for h in hosts.values()}
+            probes = {h: create_session(h, "probe") for h in hosts.values()}
+            ids = {h: probe["id"] for h, probe in probes.items()}
             for endpoint in ("create", "get", "stats"):
                 figures = {}
                 for name, host in hosts.items():
                     path = {"create": "/api/v1/sessions", "get": f"/api/v1/sessions/{ids[host]}",
                             "stats": f"/api/v1/sessions/{ids[host]}/stats"}[endpoint]  # fmt: skip
                     figures[name] = wrk(f"http://{host}{path}", seconds,
-                                        CREATE_LUA if endpoint == "create" else None)  # fmt: skip
+                                        CREATE_LUA if endpoint == "create" else None,
+                                        probes[host].get("session_token"))  # fmt: skip
                 rows.append([size, endpoint, *(figures[n] for n in SERVERS),
                              *(figures[n] / figures["baseline"] for n in SERVERS[1:])])  # fmt: skip
                 results.append({"stored": size, "endpoint": endpoint, **figures})

@@ -25,10 +25,12 @@ def main(argv: list[str]) -> None:
     for workers in (1, 2, 4):
         with contextlib.ExitStack() as stack:
             hosts = [stack.enter_context(serve("uvicorn", **ENV))[0] for _ in range(workers)]
-            sid = create_session(hosts[0], "scale")["id"]
-            urls = [f"http://{h}/api/v1/sessions/{sid}" for h in hosts]
+            session = create_session(hosts[0], "scale")
+            urls = [f"http://{h}/api/v1/sessions/{session['id']}" for h in hosts]
+            token = session["session_token"]
             with ThreadPoolExecutor(workers) as pool:
-                rates = list(pool.map(wrk, urls, [seconds] * workers))
+                rates = list(pool.map(wrk, urls, [seconds] * workers, [None] * workers,
+                                      [token] * workers))  # fmt: skip
         total = sum(rates)
         base = base or total
         rows.append([workers, total, total / base])
