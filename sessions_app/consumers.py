@@ -196,6 +196,7 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         self.session_id = session_id
         metrics.SOCKETS_OPEN.inc()  # disconnect() takes it back off whenever session_id is set
         self.conn_gen = int(record["conn_gen"])
+        self.zone = record.get("timezone") or "UTC"
         self.expires_at = float(record["expires_at"])
         self.group = services.group_name(session_id)
         self.rx = self.processed = 0
@@ -235,6 +236,7 @@ class VoiceConsumer(AsyncWebsocketConsumer):
             {
                 "type": "session.ready",
                 "session_id": self.session_id,
+                "timezone": self.zone,
                 "audio": {
                     "encoding": self.pipeline.encoding,
                     "sample_rate": self.pipeline.sample_rate,
@@ -321,8 +323,21 @@ class VoiceConsumer(AsyncWebsocketConsumer):
 
     async def on_session_update(self, message: dict) -> None:
         audio = message.get("audio")
+        zone = message.get("timezone")
+        if audio is None and zone is None:
+            await self._error("bad_message", "session.update needs audio or timezone")
+            return
+        if zone is not None:
+            if not clock.zone_valid(zone):
+                await self._error("bad_timezone", "Unknown time zone: use an IANA name")
+                return
+            self.zone = zone
+            await services.asession_set_timezone(session_id=self.session_id, timezone=zone)
+            if audio is None:
+                await self._send_ready()
+                return
         if not isinstance(audio, dict):
-            await self._error("bad_message", "session.update needs an audio object")
+            await self._error("bad_message", "session.update audio must be an object")
             return
         encoding = audio.get("encoding", self.pipeline.encoding)
         rate = audio.get("sample_rate", self.pipeline.sample_rate)
@@ -418,6 +433,7 @@ class VoiceConsumer(AsyncWebsocketConsumer):
                 session_id=self.session_id,
                 text=text,
                 utterance_id=utterance_id or str(uuid.uuid4()),
+                zone=self.zone,
             )
         except KVUnavailable:
             await self._error("state_unavailable", "Try again shortly", counts=False)

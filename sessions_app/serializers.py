@@ -21,6 +21,20 @@ class PatternField(_StrictText, serializers.RegexField):
     pass
 
 
+class TimezoneField(TextField):
+    """An IANA time zone name, such as ``Europe/Berlin`` (default ``UTC``)."""
+
+    default_error_messages = {"unknown_zone": "Unknown time zone: use an IANA name."}
+
+    def to_internal_value(self, data):
+        from voiceproject.clock import zone_valid
+
+        value = super().to_internal_value(data)
+        if not zone_valid(value):
+            self.fail("unknown_zone")
+        return value
+
+
 class SessionCreateSerializer(serializers.Serializer):
     """The create body. The key hash's format is checked by the service (401, as the seed)."""
 
@@ -35,6 +49,7 @@ class SessionCreateSerializer(serializers.Serializer):
         allow_blank=True,
         default=None,
     )
+    timezone = TimezoneField(max_length=64, required=False, default="UTC")
 
 
 class SessionResponseSerializer(serializers.Serializer):
@@ -46,6 +61,7 @@ class SessionResponseSerializer(serializers.Serializer):
     expires_at = serializers.CharField()
     message_count = serializers.IntegerField()
     pending_tasks_count = serializers.IntegerField()
+    timezone = serializers.CharField()
 
 
 class SessionCreatedSerializer(SessionResponseSerializer):

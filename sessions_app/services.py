@@ -60,7 +60,12 @@ def group_name(session_id: str) -> str:
 
 # create ---------------------------------------------------------------------------------------
 def session_create(
-    *, namespace_id: str, key_hash: str, device_type: str, client_version: str | None
+    *,
+    namespace_id: str,
+    key_hash: str,
+    device_type: str,
+    client_version: str | None,
+    timezone: str = "UTC",
 ) -> dict:
     """Create a session in a free slot of its namespace, or refuse (401, 429).
 
@@ -99,6 +104,7 @@ def session_create(
         "device_type": device_type,
         "client_version": client_version or "",
         "key_tag": key_tag,
+        "timezone": timezone,
         "seq": 0,
         "conn_gen": 0,
         "message_count": 0,
@@ -197,6 +203,14 @@ def session_socket_alive(*, session_id: str, conn_gen: int, now: float) -> bool:
 
 
 asession_socket_alive = aio(session_socket_alive)
+
+
+def session_set_timezone(*, session_id: str, timezone: str) -> bool:
+    """The session's IANA time zone: times are read and spoken in it (CONTRACT 2a)."""
+    return store.session_update(session_id=session_id, fields={"timezone": timezone})
+
+
+asession_set_timezone = aio(session_set_timezone)
 
 
 def session_detach(*, session_id: str, conn_gen: int) -> bool:

@@ -73,6 +73,7 @@ def _render(request, record: dict, pending_tasks: int) -> dict:
         "expires_at": iso(record["expires_at"]),
         "message_count": int(record.get("message_count") or 0),
         "pending_tasks_count": pending_tasks,
+        "timezone": record.get("timezone") or "UTC",
     }
 
 

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from sessions_app.services import session_emit, session_message_add
-from tasks_app import intents, selectors, store
+from tasks_app import intents, selectors, store, timephrases
 from tasks_app.handlers import HandlerError
 from tasks_app.states import PENDING, sources_of
 from voiceproject import clock
@@ -60,8 +60,13 @@ def _emit_task(event_type: str, record: dict) -> None:
 
 
 def task_create(*, session_id: str, task_type: str, payload: dict) -> dict:
-    """A new task of a registered type: ``draft`` if the type needs confirming, else queued."""
+    """A new task of a registered type: ``draft`` if the type needs confirming, else queued.
+
+    A payload with a ``due_at`` (a reminder) makes a task that runs at that time; the task
+    then lives until ``TASK_TTL_HOURS`` after it.
+    """
     now = clock.now()
+    due = float(payload.get("due_at") or 0)
     task_id = bound_id_issue(owner_id=session_id)  # its session's token, and only it, opens it
     state = "draft" if task_type in settings.TASK_TYPES_NEEDING_CONFIRMATION else "queued"
     record = {
@@ -75,15 +80,27 @@ def task_create(*, session_id: str, task_type: str, payload: dict) -> dict:
         "result": "",
         "payload": seal(session_id, json.dumps(payload)),
         "announced": "0",
+        "due_ts": due or "",
     }
-    store.task_put(task_id=task_id, record=record)
+    store.task_put(task_id=task_id, record=record, ttl=due - now + store.task_ttl())
     store.session_index_add(session_id=session_id, task_id=task_id, created_at=now)
     _emit_task("task.created", record)
     TASK_STATES.labels(state=state).inc()
     logger.info("task_created", task_id=task_id, session_id=session_id, type=task_type)
     if state == "queued":
-        task_dispatch(task_id=task_id)
+        _start(record)
     return record
+
+
+def _start(record: dict) -> None:
+    """A task just queued: run it now, at its due time, or when the user says it is done."""
+    if record["type"] in settings.TASK_TYPES_UNTIL_DONE:
+        return  # a to-do: on the user's list until "mark X as done" runs it
+    due = float(record.get("due_ts") or 0)
+    if due > clock.now():
+        store.due_add(task_id=record["id"], due=due)  # the scheduler runs it then
+        return
+    task_dispatch(task_id=record["id"])
 
 
 def task_transition(
@@ -124,7 +141,7 @@ def task_confirm(*, task_id: str) -> dict:
         task_transition(task_id=task_id, to="expired", allowed_from=("draft",))
         raise IllegalTransition("expired", "queued")
     record = task_transition(task_id=task_id, to="queued", allowed_from=("draft",))
-    task_dispatch(task_id=task_id)
+    _start(record)
     return record
 
 
@@ -173,13 +190,17 @@ def task_run(*, task_id: str) -> None:
         _finish(task_id, "failed", {"error_message": f"Handler failed ({type(exc).__name__})"})
     else:
         sealed = seal(record["session_id"], json.dumps(result))
-        _finish(task_id, "completed", {"result": sealed})
+        if _finish(task_id, "completed", {"result": sealed}) and record.get("due_ts"):
+            reminder_announce(task_id=task_id)  # it ran because it fell due: say so
 
 
-def _finish(task_id: str, to: str, fields: dict) -> None:
+def _finish(task_id: str, to: str, fields: dict) -> bool:
     # Cancelled while it ran: the cancel stands, and the result is dropped.
-    with contextlib.suppress(IllegalTransition, TaskNotFound):
+    try:
         task_transition(task_id=task_id, to=to, fields=fields, allowed_from=("running",))
+    except (IllegalTransition, TaskNotFound):
+        return False
+    return True
 
 
 def reminder_announce(*, task_id: str) -> bool:
@@ -200,9 +221,15 @@ def reminder_announce(*, task_id: str) -> bool:
 
 
 # utterances ------------------------------------------------------------------------------------
-def _reply_for_task(intent: intents.Intent, record: dict) -> str:
+_PROBLEMS = {
+    "past": "That time has already passed. When should I remind you?",
+    "too_far": "That is too far ahead for a reminder. Try a time within {days} days.",
+}
+
+
+def _reply_for_task(intent: intents.Intent, record: dict, zone: str) -> str:
     if intent.name == "reminder":
-        due = clock.spoken(intent.slots["due_at"])
+        due = timephrases.spoken(intent.slots["due_at"], zone, now=clock.now())
         if record["state"] == "draft":
             return f"Reminder to {intent.text} at {due}. Say confirm to set it."
         return f"I will remind you to {intent.text} at {due}."
@@ -211,27 +238,89 @@ def _reply_for_task(intent: intents.Intent, record: dict) -> str:
     return "Noted."
 
 
-def utterance_handle(*, session_id: str, text: str, utterance_id: str) -> dict:
-    """One final utterance (spoken or typed) to its outcome: a task, a reply, or both."""
+def _words(text: str) -> str:
+    return " ".join(intents.normalise(text).split())
+
+
+def _open_items(session_id: str) -> list[tuple[dict, dict]]:
+    """The user's list: open to-dos and reminders still to come, oldest first, with payloads."""
+    out = []
+    for t in selectors.task_list(session_id=session_id):
+        if t["state"] not in PENDING:
+            continue
+        if t["type"] in settings.TASK_TYPES_UNTIL_DONE or t.get("due_ts"):
+            out.append((t, selectors.task_payload(record=t)))
+    return out
+
+
+def _find_item(session_id: str, said: str, *, types: set[str] | None = None) -> dict | None:
+    """The open item the user named: the same words, else the newest that contains them."""
+    wanted = _words(said)
+    items = [
+        (t, _words(p.get("text", "")))
+        for t, p in reversed(_open_items(session_id))
+        if types is None or t["type"] in types
+    ]
+    for t, text in items:
+        if text == wanted:
+            return t
+    for t, text in items:
+        if wanted and (wanted in text or text in wanted):
+            return t
+    return None
+
+
+def _list_reply(session_id: str, zone: str) -> str:
+    todos, reminders = [], []
+    for t, payload in _open_items(session_id):
+        text = payload.get("text", "")
+        if t["type"] in settings.TASK_TYPES_UNTIL_DONE:
+            todos.append(text)
+        else:
+            when = timephrases.spoken(float(t["due_ts"]), zone, now=clock.now())
+            reminders.append(f"{text} at {when}")
+    if not todos and not reminders:
+        return "Your list is empty."
+    parts = []
+    if todos:
+        parts.append(f"On your list: {'; '.join(todos)}.")
+    if reminders:
+        parts.append(f"Reminders: {'; '.join(reminders)}.")
+    return " ".join(parts)
+
+
+def utterance_handle(*, session_id: str, text: str, utterance_id: str, zone: str = "UTC") -> dict:
+    """One final utterance (spoken or typed) to its outcome: a task, a reply, or both.
+
+    Times are read and spoken in ``zone``, the session's IANA time zone.
+    """
     session_message_add(session_id=session_id, role="user", text=text)
-    intent = intents.parse(text, now=clock.now())
+    intent = intents.parse(text, now=clock.now(), zone=zone)
     logger.info("utterance_intent", session_id=session_id, intent=intent.name)
     task = None
-    if intent.name in ("reminder", "todo", "note"):
-        payload = {"text": intent.text, **intent.slots}
+    if intent.problem:
+        reply = _PROBLEMS[intent.problem].format(days=int(settings.REMINDER_HORIZON_DAYS))
+    elif intent.name in ("reminder", "todo", "note"):
+        payload = {"text": intent.text, **intent.slots, "zone": zone}
         task = task_create(session_id=session_id, task_type=intent.name, payload=payload)
-        reply = _reply_for_task(intent, task)
+        reply = _reply_for_task(intent, task, zone)
     elif intent.name == "list":
-        pending = [
-            selectors.task_payload(record=t).get("text", "")
-            for t in selectors.task_list(session_id=session_id)
-            if t["state"] in PENDING
-        ]
-        reply = (
-            f"You have {len(pending)} pending: " + "; ".join(pending) + "."
-            if pending
-            else "Your list is empty."
-        )
+        reply = _list_reply(session_id, zone)
+    elif intent.name == "mark_done":
+        item = _find_item(session_id, intent.text, types=settings.TASK_TYPES_UNTIL_DONE)
+        reply = f"{intent.text.capitalize()} is not on your list."
+        if item is not None:
+            task = item
+            task_dispatch(task_id=item["id"])  # its handler runs now and completes it: done
+            reply = f"Marked {selectors.task_payload(record=item).get('text', '')} as done."
+    elif intent.name == "remove":
+        item = _find_item(session_id, intent.text)
+        reply = f"{intent.text.capitalize()} is not on your list."
+        if item is not None:
+            with contextlib.suppress(IllegalTransition):
+                task = task_cancel(task_id=item["id"])
+                removed = selectors.task_payload(record=item).get("text", "")
+                reply = f"Removed {removed} from your list."
     elif intent.name == "cancel_last":
         reply = "There is no pending task to cancel."
         for t in reversed(selectors.task_list(session_id=session_id)):

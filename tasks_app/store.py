@@ -4,6 +4,8 @@
 * ``ts:<session id>`` sorted set: the session's task ids by creation time, gone with the session
 * ``tasks``           sorted set: every task id by creation time (operators' listing), entries
   older than ``TASK_TTL_HOURS`` dropped as new ones come
+* ``due``             sorted set: task ids waiting for their due time (reminders), by due time;
+  the scheduler takes them out atomically, so each runs once across workers
 """
 
 from django.conf import settings
@@ -23,9 +25,10 @@ def task_ttl() -> float:
     return settings.TASK_TTL_HOURS * 3600
 
 
-def task_put(*, task_id: str, record: dict) -> None:
+def task_put(*, task_id: str, record: dict, ttl: float | None = None) -> None:
+    """Write a new task; it lives ``TASK_TTL_HOURS`` (a reminder: that long past its due time)."""
     kv = get_kv()
-    kv.hash_create(_task_key(task_id), record, task_ttl())
+    kv.hash_create(_task_key(task_id), record, max(task_ttl(), ttl or 0))
     created = float(record["created_at"])
     kv.index_add("tasks", task_id, created, task_ttl(), drop_below=created - task_ttl())
 
@@ -76,3 +79,18 @@ async def asession_index(*, session_id: str) -> list[str]:
 
 def session_index_forget(*, session_id: str) -> None:
     get_kv().delete(_index_key(session_id))
+
+
+# due times: tasks that run at a time (reminders) ----------------------------------------------
+_DUE_KEY = "due"
+
+
+def due_add(*, task_id: str, due: float) -> None:
+    """Run this task at ``due``: whichever worker's scheduler finds it first (see scheduler)."""
+    ttl = settings.REMINDER_HORIZON_DAYS * 86400 + task_ttl()
+    get_kv().index_add(_DUE_KEY, task_id, due, ttl)
+
+
+def due_take(*, now: float, limit: int = 100) -> list[str]:
+    """Take the tasks due by ``now``: each is handed to exactly one caller, on any worker."""
+    return get_kv().index_pop_upto(_DUE_KEY, upto=now, limit=limit)

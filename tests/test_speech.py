@@ -71,12 +71,14 @@ async def test_a_spoken_command_becomes_a_transcript_a_task_and_a_result(backend
     assert created["type"] == "todo"
     assert more[-1]["text"] == "Added milk to your list."
     assert more[-1]["utterance_id"] == events[-1]["utterance_id"]
+    assert created["state"] == "queued", "a to-do stays on the list until it is done"
+    await comm.send_json_to({"type": "text", "text": "mark milk as done"})
     while True:
         event = (await receive_until(comm, "task.updated"))[-1]
         if event["task"]["state"] == "completed":
             break
     result = await aget(api, f"/api/v1/tasks/{created['id']}/result")
-    assert result.json() == {"text": "milk", "done": False}
+    assert result.json() == {"text": "milk", "done": True}
     stats = (await aget(api, f"/api/v1/sessions/{session['id']}/stats")).json()
     assert stats["audio_chunks_received"] == stats["audio_chunks_processed"] > 100
     await comm.disconnect()

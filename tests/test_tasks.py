@@ -5,7 +5,7 @@ import time
 import pytest
 from django.test import override_settings
 
-from tasks_app import selectors, services, states
+from tasks_app import scheduler, selectors, services, states
 from tests.conftest import aget, apost, connect, create_session, hold, receive_until
 from voiceproject import clock
 
@@ -59,9 +59,15 @@ def test_terminal_states_have_no_way_out():
 
 
 # REST --------------------------------------------------------------------------------------------
-def test_a_todo_runs_to_completed_and_its_result_is_readable(backend, api):
+def test_a_todo_stays_open_until_marked_done_then_its_result_is_readable(backend, api):
     session = hold(api, create_session(api))
     record = _task(session["id"], "todo", text="buy milk")
+    time.sleep(0.3)
+    assert api.get(f"/api/v1/tasks/{record['id']}").json()["state"] == "queued"
+    assert api.get(f"/api/v1/tasks/{record['id']}/result").status_code == 409
+    services.utterance_handle(
+        session_id=session["id"], text="mark buy milk as done", utterance_id="u"
+    )
     _wait_for_state(record["id"], "completed")
     body = api.get(f"/api/v1/tasks/{record['id']}").json()
     assert body["state"] == "completed" and body["result_available"] is True
@@ -71,7 +77,7 @@ def test_a_todo_runs_to_completed_and_its_result_is_readable(backend, api):
     }  # fmt: skip
     assert api.get(f"/api/v1/tasks/{record['id']}/result").json() == {
         "text": "buy milk",
-        "done": False,
+        "done": True,
     }
 
 
@@ -89,6 +95,8 @@ def test_confirm_queues_a_draft_and_a_second_confirm_is_409(api):
     assert record["state"] == "draft"
     response = api.post(f"/api/v1/tasks/{record['id']}/confirm")
     assert response.status_code == 200 and response.json()["state"] == "queued"
+    clock.advance(61)  # a reminder runs when it falls due
+    scheduler.run_due()
     _wait_for_state(record["id"], "completed")
     assert api.post(f"/api/v1/tasks/{record['id']}/confirm").status_code == 409
 
@@ -136,10 +144,10 @@ def exploding_handler(*, task, payload):
 
 
 def test_a_failing_handler_leaves_the_task_failed_without_pii(api):
-    handlers = {"todo": "tests.test_tasks.exploding_handler"}
+    handlers = {"note": "tests.test_tasks.exploding_handler"}
     with override_settings(TASK_HANDLERS=handlers):
         session = hold(api, create_session(api))
-        record = _task(session["id"], "todo", text="my bank pin is 1234")
+        record = _task(session["id"], "note", text="my bank pin is 1234")
         failed = _wait_for_state(record["id"], "failed")
     assert failed["error_message"] == "Handler failed (RuntimeError)"
     assert "1234" not in api.get(f"/api/v1/tasks/{record['id']}").content.decode()
@@ -147,10 +155,10 @@ def test_a_failing_handler_leaves_the_task_failed_without_pii(api):
 
 
 async def test_a_failing_handler_does_not_harm_the_session_socket(api):
-    with override_settings(TASK_HANDLERS={"todo": "tests.test_tasks.exploding_handler"}):
+    with override_settings(TASK_HANDLERS={"note": "tests.test_tasks.exploding_handler"}):
         session = hold(api, create_session(api))
         comm, _ = await connect(session)
-        await comm.send_json_to({"type": "text", "text": "add eggs to my list"})
+        await comm.send_json_to({"type": "text", "text": "take a note eggs are off"})
         events = await receive_until(comm, "task.updated")
         while events[-1]["task"]["state"] != "failed":
             events += await receive_until(comm, "task.updated")
@@ -219,13 +227,14 @@ async def test_a_reminder_coming_due_on_a_live_session_is_said(backend, api):
     events = await _say(comm, "remind me to stretch in 10 minutes")
     task = next(e for e in events if e["type"] == "task.created")["task"]
     await apost(api, f"/api/v1/tasks/{task['id']}/confirm")
-    while True:
-        event = (await receive_until(comm, "task.updated"))[-1]
-        if event["task"]["state"] == "completed":
-            break
+    event = (await receive_until(comm, "task.updated"))[-1]
+    assert event["task"]["state"] == "queued", "it waits for its time"
     assert await comm.receive_nothing(timeout=0.3)
     clock.advance(10 * 60 + 1)
-    said = (await receive_until(comm, "response"))[-1]
+    events = await receive_until(comm, "response")
+    states = [e["task"]["state"] for e in events if e["type"] == "task.updated"]
+    assert states == ["running", "completed"]
+    said = events[-1]
     assert said["text"] == "Reminder: stretch" and said["task_id"] == task["id"]
     clock.advance(60)
     assert await comm.receive_nothing(timeout=0.3), "a reminder is said once"

@@ -14,6 +14,7 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from ops.services import worker_heartbeat_start  # noqa: E402
+from tasks_app.scheduler import scheduler_start  # noqa: E402
 from tasks_app.worker import TaskWorker  # noqa: E402
 from voiceproject.layer import remember_serving_loop  # noqa: E402
 from voiceproject.routing import websocket_urlpatterns  # noqa: E402
@@ -58,4 +59,5 @@ async def application(scope, receive, send):
     if scope["type"] == "websocket":
         remember_serving_loop()
     worker_heartbeat_start()
+    scheduler_start()
     return await _router(scope, receive, send)

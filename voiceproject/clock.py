@@ -2,6 +2,8 @@
 
 import time
 from datetime import UTC, datetime
+from functools import cache
+from zoneinfo import ZoneInfo, available_timezones
 
 _offset = 0.0
 
@@ -30,3 +32,18 @@ def iso(ts: float | str) -> str:
 def spoken(ts: float) -> str:
     """A due time as a reply reads it out, e.g. ``08:30 UTC on Nov 27``."""
     return datetime.fromtimestamp(float(ts), UTC).strftime("%H:%M UTC on %b %d")
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def zone_valid(name: object) -> bool:
+    """Whether ``name`` is an IANA time zone name (``Europe/Berlin``, ``UTC``)."""
+    return isinstance(name, str) and name in _zones()
+
+
+def iso_in(ts: float | str, zone: str) -> str:
+    """ISO 8601 in the named zone, with its UTC offset: ``2026-11-27T15:00:00-05:00``."""
+    return datetime.fromtimestamp(float(ts), ZoneInfo(zone)).isoformat()

@@ -70,6 +70,14 @@ redis.call('SET', KEYS[2], ARGV[6], 'PX', redis.call('PTTL', KEYS[1]))
 return 1
 """
 
+# KEYS[1] sorted index. ARGV: upto, limit. Takes out and returns the members scored at or
+# below ``upto`` (at most ``limit``): each is handed to exactly one caller, on any worker.
+_LUA_INDEX_POP_UPTO = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
+return due
+"""
+
 # KEYS[1] lease zset. ARGV: member, until, ttl_ms. Extends an existing lease only.
 _LUA_LEASE_EXTEND = """
 local n = redis.call('ZADD', KEYS[1], 'XX', 'CH', ARGV[2], ARGV[1])
@@ -188,6 +196,7 @@ class RedisKV:
             for name, src in {
                 "lease_acquire": _LUA_LEASE_ACQUIRE,
                 "lease_acquire_owned": _LUA_LEASE_ACQUIRE_OWNED,
+                "index_pop_upto": _LUA_INDEX_POP_UPTO,
                 "lease_extend": _LUA_LEASE_EXTEND,
                 "hupdate": _LUA_HUPDATE,
                 "hincr": _LUA_HINCR,
@@ -340,6 +349,10 @@ class RedisKV:
             "zrevrange", self._k(key), offset, offset + limit - 1, withscores=True,
             shape=lambda rows: [(m.decode(), float(score)) for m, score in rows],
         )  # fmt: skip
+
+    def index_pop_upto(self, key: str, *, upto: float, limit: int) -> list[str]:
+        """Take out the members scored at or below ``upto``, lowest first (atomic)."""
+        return self._script("index_pop_upto", [key], [upto, limit], _decode_all)
 
     # event stream -----------------------------------------------------------------------
     def emit(
@@ -629,6 +642,14 @@ class LocalKV:
         with self._lock:
             rows = sorted(self._index(key).items(), key=lambda kv: kv[1], reverse=True)
             return rows[offset : offset + limit]
+
+    def index_pop_upto(self, key: str, *, upto: float, limit: int) -> list[str]:
+        with self._lock:
+            index = self._index(key)
+            due = sorted((sc, m) for m, sc in index.items() if sc <= upto)[:limit]
+            for _, member in due:
+                del index[member]
+            return [m for _, m in due]
 
     def emit(
         self, hash_key: str, list_key: str, *, payload: str, cap: int, buffered: bool

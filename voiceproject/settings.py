@@ -79,6 +79,8 @@ AUDIO_RATE_LIMIT_FACTOR = _env_float("AUDIO_RATE_LIMIT_FACTOR", 2.0)
 AUDIO_RATE_BURST_SECONDS = _env_float("AUDIO_RATE_BURST_SECONDS", 3.0)
 SESSION_CREATE_RATE = os.environ.get("SESSION_CREATE_RATE", "120/min")
 DRAFT_TTL_SECONDS = _env_float("DRAFT_TTL_SECONDS", 300)
+# A reminder further away than this is refused ("in 99999 hours"), with a polite reply.
+REMINDER_HORIZON_DAYS = _env_float("REMINDER_HORIZON_DAYS", 5 * 366)
 RECOGNIZER_ENGINE = os.environ.get(
     "RECOGNIZER_ENGINE", "sessions_app.audio.pocketsphinx_engine.PocketSphinxEngine"
 )
@@ -96,6 +98,12 @@ TASK_HANDLERS = {
     "todo": "tasks_app.handlers.todo.handle",
     "note": "tasks_app.handlers.note.handle",
 }
+# Task types that stay queued, on the user's list, until the user marks them done (CONTRACT 2a).
+TASK_TYPES_UNTIL_DONE = {
+    t.strip() for t in os.environ.get("TASK_TYPES_UNTIL_DONE", "todo").split(",") if t.strip()
+}
+# How often each web process looks for tasks that fell due (reminders); 0 turns it off.
+SCHEDULER_TICK_SECONDS = _env_float("SCHEDULER_TICK_SECONDS", 1.0)
 # Task types that wait in ``draft`` for the user's "confirm".
 TASK_TYPES_NEEDING_CONFIRMATION = {
     t.strip()
