@@ -251,8 +251,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "voiceproject.errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"session_create": SESSION_CREATE_RATE},
     # Behind N proxies (nginx), the client is the Nth address from the right of
-    # X-Forwarded-For; with 0, throttles count REMOTE_ADDR.
-    "NUM_PROXIES": _env_int("NUM_PROXIES", 0) or None,
+    # X-Forwarded-For; with 0, the throttle counts REMOTE_ADDR (sessions_app.throttles).
+    # Never None: DRF would then key its throttles on the raw X-Forwarded-For header.
+    "NUM_PROXIES": max(0, _env_int("NUM_PROXIES", 0)),
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
