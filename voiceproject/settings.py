@@ -138,6 +138,12 @@ SILENCED_SYSTEM_CHECKS = [
 # Operators' login sessions live in a signed cookie: nothing about them in a database.
 SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
 SESSION_COOKIE_HTTPONLY = True
+# The operators' login and CSRF cookies are sent over HTTPS only: on by default with DEBUG
+# off (production is behind TLS, docs/scaling.md), off with DEBUG (make serve, plain http).
+# SECURE_COOKIES=0 only for operators' pages served over plain http on a trusted network.
+SECURE_COOKIES = _env_bool("SECURE_COOKIES", not DEBUG)
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
 LOGIN_URL = "/admin/login/"
 APPEND_SLASH = False
 
