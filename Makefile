@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The app closes a socket with 4413 for a frame over MAX_FRAME_BYTES; the server itself refuses
+# (1009, before reading the payload) any frame more than 4 KiB over it (docs/operations.md).
+MAX_FRAME_BYTES ?= 65536
+WS_MAX_SIZE = $$(( $(MAX_FRAME_BYTES) + 4096 ))
 
 .PHONY: serve test lint format install install-dev worker superuser clean
 
@@ -25,7 +29,8 @@ install-dev: $(VENV)/.installed-dev
 ## Install, then serve on the embedded defaults (no Redis) at http://127.0.0.1:8000
 serve: $(VENV)/.installed
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --noinput -v 0
-	DEBUG=$${DEBUG:-1} $(BIN)/uvicorn voiceproject.asgi:application --host $(HOST) --port $(PORT) \
+	DEBUG=$${DEBUG:-1} MAX_FRAME_BYTES=$(MAX_FRAME_BYTES) $(BIN)/uvicorn voiceproject.asgi:application \
+		--host $(HOST) --port $(PORT) --ws-max-size $(WS_MAX_SIZE) \
 		--ws-per-message-deflate false --no-access-log --lifespan off
 
 ## An operator account for /ops/ (Django's auth tables, in SQLite)

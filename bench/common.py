@@ -33,22 +33,32 @@ BENCH_ENV = {
 }
 
 
+def ws_max_size(env: dict) -> int:
+    """The server's own frame limit: MAX_FRAME_BYTES and 4 KiB (docs/operations.md)."""
+    return int(env.get("MAX_FRAME_BYTES") or 65536) + 4096
+
+
 @contextlib.contextmanager
 def serve(kind: str = "daphne", **env: str):
     """One server process on a free port: the project under ``daphne`` or ``uvicorn``, or the
     seed-style ``baseline``. Yields ``(host, pid)`` once it accepts connections."""
     port = free_port()
     app = "bench.baseline_app:app" if kind == "baseline" else "voiceproject.asgi:application"
+    full_env = {**os.environ, **BENCH_ENV, **env}
+    limit = str(ws_max_size(full_env))
     if kind == "daphne":
-        cmd = [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), app]
+        cmd = [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port),
+               "--websocket-max-frame-size", limit, "--websocket-max-message-size", limit,
+               app]  # fmt: skip
     else:
         # As `make serve` runs it, for the project and the baseline alike: uvicorn picks
-        # httptools and uvloop (requirements.txt), and per-message deflate is off.
+        # httptools and uvloop (requirements.txt), per-message deflate is off, and the
+        # server refuses frames over its limit before reading them.
         cmd = [sys.executable, "-m", "uvicorn", app, "--port", str(port),
-               "--ws-per-message-deflate", "false", "--lifespan", "off",
+               "--ws-max-size", limit, "--ws-per-message-deflate", "false", "--lifespan", "off",
                "--log-level", "warning", "--no-access-log"]  # fmt: skip
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env={**os.environ, **BENCH_ENV, **env},
+        cmd, cwd=ROOT, env=full_env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:

@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_POST
 
@@ -90,7 +91,18 @@ def task_cancel(request, task_id: str):
         messages.success(request, f"Task {tid[:8]} cancelled.")
     except (TaskNotFound, IllegalTransition) as exc:
         messages.warning(request, str(exc.detail))
-    return redirect(request.POST.get("next") or "ops:tasks")
+    return redirect(_local_path(request, request.POST.get("next")) or "ops:tasks")
+
+
+def _local_path(request, target: str | None) -> str | None:
+    """``target`` if it is a path on this site, else None: never an open redirect."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return None
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return None
+    return target
 
 
 @csrf_protect

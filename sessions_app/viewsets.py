@@ -1,12 +1,9 @@
 """``/api/v1/sessions``: the seed's wire contract on DRF viewsets."""
 
-from django.conf import settings
-from django.core.cache import caches
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
-from rest_framework.throttling import SimpleRateThrottle
 
 from sessions_app import selectors, services
 from sessions_app.serializers import (
@@ -16,6 +13,7 @@ from sessions_app.serializers import (
     SessionResponseSerializer,
     StatsSerializer,
 )
+from sessions_app.throttles import SessionCreateThrottle
 from tasks_app.selectors import atask_list, atask_pending_count
 from tasks_app.serializers import TaskListQuerySerializer, TaskResponseSerializer
 from tasks_app.services import task_response
@@ -25,22 +23,6 @@ from voiceproject.errors import NotFound
 from voiceproject.ids import parse_uuid
 from voiceproject.openapi import errors
 from voiceproject.viewsets import AsyncViewSet
-
-
-class SessionCreateThrottle(SimpleRateThrottle):
-    """Session creates per client IP, counted in the ``throttle`` cache (all workers share it)."""
-
-    scope = "session_create"
-
-    def __init__(self):
-        self.cache = caches["throttle"]
-        super().__init__()
-
-    def get_rate(self):
-        return settings.SESSION_CREATE_RATE
-
-    def get_cache_key(self, request, view):
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
 def _held_session_id(request, pk: str) -> str | None:

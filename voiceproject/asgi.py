@@ -12,12 +12,30 @@ from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  #
 from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.core.exceptions import SuspiciousOperation  # noqa: E402
+from django.core.handlers.exception import response_for_exception  # noqa: E402
 
 from ops.services import worker_heartbeat_start  # noqa: E402
 from tasks_app.scheduler import scheduler_start  # noqa: E402
 from tasks_app.worker import TaskWorker  # noqa: E402
 from voiceproject.layer import remember_serving_loop  # noqa: E402
 from voiceproject.routing import websocket_urlpatterns  # noqa: E402
+
+
+class StaticFilesHandler(ASGIStaticFilesHandler):
+    """Django's, except that a path that climbs out of the static roots is a 400, not a 500.
+
+    ``/static/..%2f..%2fetc/passwd`` reaches the finders as ``../../etc/passwd``; their
+    ``safe_join`` refuses it with ``SuspiciousFileOperation``, which Django's handler lets
+    through (it catches only ``Http404``). It gets Django's answer to any suspicious request:
+    400, logged by ``django.security`` (which logs only the kind, see voiceproject.logging).
+    """
+
+    async def get_response_async(self, request):
+        try:
+            return await super().get_response_async(request)
+        except SuspiciousOperation as exc:
+            return response_for_exception(request, exc)
 
 
 class NativeClientOriginValidator(OriginValidator):
@@ -45,7 +63,7 @@ _router = ProtocolTypeRouter(
     {
         # Static files are only Swagger UI's (bundled by drf-spectacular-sidecar), served by the
         # app itself so that /api/docs/ works without a CDN or a separate static server.
-        "http": ASGIStaticFilesHandler(django_asgi_app),
+        "http": StaticFilesHandler(django_asgi_app),
         "websocket": NativeClientOriginValidator(
             URLRouter(websocket_urlpatterns), _allowed_origins()
         ),

@@ -6,6 +6,7 @@ a namespace id, a key hash, a token or a transcript cannot reach a log even when
 logger puts one in its message.
 """
 
+import logging
 import re
 
 import structlog
@@ -46,16 +47,49 @@ def _scrub(text: str) -> str:
     return _BEARER.sub(r"\1[redacted]", text)
 
 
+# A log line has a bounded size whatever a client sends: a field's text is cut after
+# MAX_FIELD_CHARS, a traceback's lines after MAX_TRACEBACK_LINE_CHARS and the whole traceback
+# after MAX_TRACEBACK_CHARS.
+MAX_FIELD_CHARS = 2000
+MAX_TRACEBACK_LINE_CHARS = 300
+MAX_TRACEBACK_CHARS = 8000
+# Django's security loggers (DisallowedHost, SuspiciousOperation, ...) quote what the client
+# sent (a Host header, a path, a cookie) in their message and traceback: only the kind of
+# refusal is logged.
+_SECURITY_LOGGER = "django.security."
+
+
+def _bound(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…[{len(text) - limit} characters cut]"
+
+
+def _bound_traceback(text: str) -> str:
+    lines = (_bound(line, MAX_TRACEBACK_LINE_CHARS) for line in text.splitlines())
+    return _bound("\n".join(lines), MAX_TRACEBACK_CHARS)
+
+
+def _security_event(event_dict: dict) -> dict:
+    kind = event_dict["logger"][len(_SECURITY_LOGGER) :]
+    kept = {k: v for k, v in event_dict.items() if k in ("level", "logger", "timestamp")}
+    return {**kept, "event": "request_refused_as_suspicious", "kind": _bound(kind, 100)}
+
+
 def redact(_logger, _method, event_dict: dict) -> dict:
-    """Drop secret fields, cut ids to 8 characters, scrub ids out of free text."""
+    """Drop secret fields, cut ids to 8 characters, scrub ids out of free text, bound sizes."""
+    if str(event_dict.get("logger", "")).startswith(_SECURITY_LOGGER):
+        return _security_event(event_dict)
     for key in list(event_dict):
         value = event_dict[key]
         if key in SECRET_FIELDS:
             event_dict[key] = "[redacted]"
         elif key.endswith("_id") and isinstance(value, str):
             event_dict[key] = short_id(value)
+        elif key in ("exception", "stack") and isinstance(value, str):
+            event_dict[key] = _scrub(_bound_traceback(value))
         elif isinstance(value, str):
-            event_dict[key] = _scrub(value)
+            event_dict[key] = _scrub(_bound(value, MAX_FIELD_CHARS))
     return event_dict
 
 
@@ -86,6 +120,9 @@ def make_formatter(fmt: str = "json") -> structlog.stdlib.ProcessorFormatter:
 
 
 def build_logging_config(*, fmt: str, level: str) -> dict:
+    # Python's warnings (Django's CacheKeyWarning quotes the whole key) go through the same
+    # formatter as every other record, never raw to stderr.
+    logging.captureWarnings(True)
     structlog.configure(
         processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -151,6 +151,12 @@ SILENCED_SYSTEM_CHECKS = [
 # Operators' login sessions live in a signed cookie: nothing about them in a database.
 SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
 SESSION_COOKIE_HTTPONLY = True
+# The operators' login and CSRF cookies are sent over HTTPS only: on by default with DEBUG
+# off (production is behind TLS, docs/scaling.md), off with DEBUG (make serve, plain http).
+# SECURE_COOKIES=0 only for operators' pages served over plain http on a trusted network.
+SECURE_COOKIES = _env_bool("SECURE_COOKIES", not DEBUG)
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
 LOGIN_URL = "/admin/login/"
 APPEND_SLASH = False
 
@@ -264,8 +270,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "voiceproject.errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"session_create": SESSION_CREATE_RATE},
     # Behind N proxies (nginx), the client is the Nth address from the right of
-    # X-Forwarded-For; with 0, throttles count REMOTE_ADDR.
-    "NUM_PROXIES": _env_int("NUM_PROXIES", 0) or None,
+    # X-Forwarded-For; with 0, the throttle counts REMOTE_ADDR (sessions_app.throttles).
+    # Never None: DRF would then key its throttles on the raw X-Forwarded-For header.
+    "NUM_PROXIES": max(0, _env_int("NUM_PROXIES", 0)),
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_SCHEMA_CLASS": "voiceproject.openapi.AutoSchema",
 }

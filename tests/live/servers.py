@@ -93,12 +93,27 @@ def _wait_ready(server: Server, timeout: float = 30) -> None:
 
 
 APP = "voiceproject.asgi:application"
-# How each server is run in production (README, docs/scaling.md), on a given port.
+
+
+def ws_max_size(env: dict) -> int:
+    """The server's own frame limit: MAX_FRAME_BYTES and 4 KiB (docs/operations.md).
+
+    A frame a little over MAX_FRAME_BYTES reaches the service, which closes with 4413 and says
+    why; a larger one is refused by the server from its header (1009), never read whole.
+    """
+    return int(env.get("MAX_FRAME_BYTES") or 65536) + 4096
+
+
+# How each server is run in production (README, docs/operations.md), on a given port, with
+# the server's frame limit.
 COMMANDS = {
-    "daphne": lambda port: ["-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), APP],
-    "uvicorn": lambda port: ["-m", "uvicorn", APP, "--host", "127.0.0.1", "--port", str(port),
-                             "--ws-per-message-deflate", "false", "--no-access-log",
-                             "--lifespan", "off"],
+    "daphne": lambda port, limit: ["-m", "daphne", "-v", "0", "-b", "127.0.0.1",
+                                   "-p", str(port), "--websocket-max-frame-size", str(limit),
+                                   "--websocket-max-message-size", str(limit), APP],
+    "uvicorn": lambda port, limit: ["-m", "uvicorn", APP, "--host", "127.0.0.1",
+                                    "--port", str(port), "--ws-max-size", str(limit),
+                                    "--ws-per-message-deflate", "false", "--no-access-log",
+                                    "--lifespan", "off"],
 }  # fmt: skip
 
 
@@ -107,10 +122,11 @@ def serve(tmp_path: Path, name: str = "web", server: str = "daphne", **env: str)
     """One worker of the service under ``server`` (daphne or uvicorn), on a free port."""
     port = free_port()
     log = tmp_path / f"{name}.log"
+    environ = base_env(**env)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, *COMMANDS[server](port)],
-            cwd=ROOT, env=base_env(**env), stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, *COMMANDS[server](port, ws_max_size(environ))],
+            cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     server = Server(proc, port, log)
     try:

@@ -41,7 +41,8 @@ def _require_browser() -> None:
 def server(tmp_path_factory):
     _require_browser()
     tmp = tmp_path_factory.mktemp("browser")
-    env = {"SQLITE_PATH": str(tmp / "auth.sqlite3")}
+    # The operator logs in over plain http://127.0.0.1: cookies without Secure, as with DEBUG.
+    env = {"SQLITE_PATH": str(tmp / "auth.sqlite3"), "SECURE_COOKIES": "0"}
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "--noinput"], cwd=ROOT, env=base_env(**env), check=True,
                    capture_output=True)  # fmt: skip
