@@ -201,3 +201,8 @@ async def apost(client: APIClient, path: str, body=None):
 
 async def adelete(client: APIClient, path: str):
     return await sync_to_async(client.delete, thread_sensitive=False)(path)
+
+
+def bearer(session: dict) -> dict:
+    """The Authorization header of a session's holder (DRF test-client keyword form)."""
+    return {"HTTP_AUTHORIZATION": f"Bearer {session.get('session_token', '')}"}
