@@ -17,7 +17,7 @@ import pytest
 import redis
 import websockets
 
-from tests.live.servers import KEY_HASH, ROOT, base_env, production_env, uvicorn
+from tests.live.servers import KEY_HASH, ROOT, base_env, free_port, production_env, uvicorn
 from tests.own_redis import own_redis
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(databases=[])]
@@ -111,7 +111,8 @@ def test_the_server_refuses_to_start_without_a_secret_key(tmp_path):
     env = base_env(SECRET_KEY=None, ALLOWED_HOSTS="voice.example.com")
     assert "SECRET_KEY" not in env and "DEBUG" not in env
     result = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "voiceproject.asgi:application", "--port", "1"],
+        [sys.executable, "-m", "uvicorn", "voiceproject.asgi:application",
+         "--host", "127.0.0.1", "--port", str(free_port())],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode != 0
