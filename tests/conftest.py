@@ -103,6 +103,25 @@ def redis_backend():
 
 
 @pytest.fixture
+def owned_redis(tmp_path):
+    """Like ``redis_backend``, on a redis-server of this test's own (tests/own_redis.py).
+
+    For asserts on server-wide figures (``INFO commandstats``, ``connected_clients``) that any
+    other client of a shared Redis would move.
+    """
+    from tests.own_redis import own_redis
+
+    with own_redis(tmp_path) as (url, _proc), override_settings(**redis_settings(url)):
+        client = redis.Redis.from_url(url)
+        kv.reset_kv()
+        channel_layers.backends.clear()
+        yield client
+        kv.reset_kv()
+        channel_layers.backends.clear()
+        client.close()
+
+
+@pytest.fixture
 def dead_redis():
     """State and channel layer pointed at a Redis that is not there (port 1), short timeouts."""
     settings = redis_settings("redis://127.0.0.1:1/0")

@@ -195,9 +195,40 @@ async def test_the_socket_answers_while_an_utterance_is_being_recognized(api):
 
 
 # the parts ------------------------------------------------------------------------------------
-def test_mulaw_table_matches_g711_reference_points():
-    assert MULAW_TO_PCM[0xFF] == 0 and MULAW_TO_PCM[0x7F] == 0
-    assert MULAW_TO_PCM[0x00] == -32124 and MULAW_TO_PCM[0x80] == 32124
+# ITU-T Recommendation G.711 (11/1988), Table 2a (mu-law): the eight segments' first decoder
+# output values and their step sizes, on the standard's scale (largest output 8031). A
+# character is sign bit P (1: positive), segment S (3 bits), step Q (4 bits); on the line all
+# eight bits are inverted. 16-bit PCM is that scale times 4 (largest 32124).
+G711_SEGMENT_START = (0, 33, 99, 231, 495, 1023, 2079, 4191)
+G711_SEGMENT_STEP = (2, 4, 8, 16, 32, 64, 128, 256)
+# Spot values from the standard's table, written out (byte as sent on the line -> PCM16).
+G711_REFERENCE = {
+    0xFF: 0, 0x7F: 0,  # positive and negative zero
+    0xFE: 8, 0x7E: -8, 0xF0: 120, 0x70: -120,  # segment 0: steps of 2 (x4)
+    0xEF: 132, 0x6F: -132, 0xE0: 372,  # segment 1 starts at 33, steps of 4
+    0xDF: 396, 0xCF: 924, 0xBF: 1980, 0xAF: 4092, 0x9F: 8316,  # the other segments' starts
+    0x8F: 16764, 0x81: 31100, 0x80: 32124, 0x00: -32124, 0x0F: -16764,  # the last segment
+}  # fmt: skip
+
+
+def _g711_decode(byte: int) -> int:
+    """One mu-law character to PCM16 from Table 2a, independently of the service's table."""
+    character = byte ^ 0xFF
+    positive = not character & 0x80
+    segment = (character >> 4) & 0x07
+    step = character & 0x0F
+    value = 4 * (G711_SEGMENT_START[segment] + G711_SEGMENT_STEP[segment] * step)
+    return value if positive else -value
+
+
+def test_mulaw_decoding_matches_the_g711_table():
+    """Every one of the 256 characters against G.711's Table 2a, not against our own formula."""
+    for byte, pcm in G711_REFERENCE.items():
+        assert _g711_decode(byte) == pcm, hex(byte)  # the derivation agrees with the table
+        assert int(MULAW_TO_PCM[byte]) == pcm, hex(byte)
+    assert [int(v) for v in MULAW_TO_PCM] == [_g711_decode(b) for b in range(256)]
+    decoded = Decoder(encoding="mulaw", sample_rate=16000).decode(bytes(G711_REFERENCE))
+    assert decoded.tolist() == list(G711_REFERENCE.values())
 
 
 def test_resampling_keeps_duration_across_frames():

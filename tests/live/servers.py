@@ -22,19 +22,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# What a server process inherits from the pytest process: how to find programs and the locale,
+# nothing else. Every setting of the service is given explicitly by the test (tests/settings.py
+# sets the suite's own, a 0.05 s tick, throttles and heartbeats off, in os.environ; they must
+# not leak into a server that claims to run as deployed).
+INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "SystemRoot", "TZ")
+LIVE_SECRET_KEY = "live-test-secret-key-0123456789abcdef"
+LIVE_HOSTS = "127.0.0.1,localhost"
+
+
+def production_env(**extra: str) -> dict:
+    """The settings a deployment must give (docs/operations.md); everything else its default."""
+    return {"SECRET_KEY": LIVE_SECRET_KEY, "ALLOWED_HOSTS": LIVE_HOSTS, **extra}
+
+
 def base_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+    """A server process's whole environment: the inherited basics, ``production_env()``, extra.
+
+    Nothing of the pytest process's own settings gets through; a test that wants a non-default
+    setting (``SESSION_CREATE_RATE`` for many creates, a short window) passes it here.
+    """
+    env = {k: os.environ[k] for k in INHERITED if k in os.environ}
     env.update(
         {
-            "SECRET_KEY": "live-test-secret-key-0123456789abcdef",
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "DJANGO_SETTINGS_MODULE": "voiceproject.settings",
             "PYTHONUNBUFFERED": "1",
             "LOG_LEVEL": "WARNING",
+            **production_env(),
         }
     )
     env.update(extra)
-    return env
+    return {k: v for k, v in env.items() if v is not None}
 
 
 class Server:
@@ -47,10 +65,10 @@ class Server:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def request(self, method: str, path: str, body=None, headers=None, token: str | None = None):
-        """One request; ``token`` is a session's bearer token (CONTRACT 1b)."""
+    def request(self, method: str, path: str, body=None, headers=None, *, token=None, timeout=10):
+        """One request; with ``token``, as the session's holder (``Authorization: Bearer``)."""
         data = None if body is None else json.dumps(body).encode()
-        auth = {"authorization": f"Bearer {token}"} if token else {}
+        auth = {"Authorization": f"Bearer {token}"} if token else {}
         req = urllib.request.Request(
             self.http + path,
             data=data,
@@ -58,7 +76,7 @@ class Server:
             headers={"content-type": "application/json", **auth, **(headers or {})},
         )
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as err:
             raw = err.read()
@@ -68,6 +86,7 @@ class Server:
                 return err.code, raw.decode(errors="replace")
 
     def create_session(self, namespace_id: str = "live-user") -> dict:
+        """The create's whole answer (with ``session_token`` once sessions have tokens)."""
         status, body = self.request(
             "POST", "/api/v1/sessions", {"namespace_id": namespace_id, "key_hash": KEY_HASH}
         )

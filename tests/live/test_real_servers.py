@@ -1,7 +1,10 @@
 """The service under real daphne and uvicorn processes: what only a real server shows.
 
 Close codes and reasons as a client reads them, frame limits, the Origin handshake, and the
-whole REST + socket flow over real sockets. Every test runs under both servers.
+whole REST + socket flow over real sockets. Every test runs under both servers, on the
+production defaults: the servers get only ``SECRET_KEY`` and ``ALLOWED_HOSTS`` (and a log
+level), so DEBUG is off and the tick, heartbeats, throttles and limits are what a deployment
+gets (``tests/live/servers.py:base_env`` passes nothing of the test settings through).
 """
 
 import asyncio
@@ -10,7 +13,7 @@ import json
 import pytest
 import websockets
 
-from tests.live.servers import serve, until
+from tests.live.servers import production_env, serve, until
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(databases=[])]
 
@@ -18,7 +21,8 @@ pytestmark = [pytest.mark.live, pytest.mark.django_db(databases=[])]
 @pytest.fixture(scope="module", params=["daphne", "uvicorn"])
 def server(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(request.param)
-    with serve(tmp, server=request.param, LOG_LEVEL="INFO", LOG_FORMAT="json") as srv:
+    env = production_env(LOG_LEVEL="INFO", LOG_FORMAT="json")
+    with serve(tmp, server=request.param, **env) as srv:
         yield srv
 
 

@@ -1,38 +1,20 @@
 """Redis stops under a running worker, then comes back: bounded errors, then recovery.
 
-The test runs a Redis of its own (Debian's ``redis-server``) on a free port, so it can stop
-and restart it without touching the machine's shared one.
+The test runs a Redis of its own (Debian's ``redis-server``, ``tests/own_redis.py``) on a free
+port, so it can stop and restart it without touching the machine's shared one.
 """
 
 import asyncio
 import json
-import shutil
-import subprocess
 import time
 
 import pytest
 import websockets
 
-from tests.live.servers import daphne, free_port
+from tests.live.servers import daphne
+from tests.own_redis import free_port, require_redis_server, start_redis, stop_redis
 
 pytestmark = [pytest.mark.live, pytest.mark.redis, pytest.mark.django_db(databases=[])]
-
-
-def _redis(port: int, tmp) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        ping = subprocess.run(
-            ["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True
-        )
-        if ping.stdout.strip() == "PONG":
-            return proc
-        time.sleep(0.1)
-    raise RuntimeError("redis-server did not start")
 
 
 def _timed(fn, *args, **kwargs):
@@ -42,10 +24,9 @@ def _timed(fn, *args, **kwargs):
 
 
 async def test_rest_fails_closed_while_redis_is_down_and_recovers_after(tmp_path):
-    if not shutil.which("redis-server"):
-        pytest.skip("redis-server is not installed")
+    require_redis_server()
     port = free_port()
-    redis_proc = _redis(port, tmp_path)
+    redis_proc = start_redis(port, tmp_path)
     env = {
         "REDIS_URL": f"redis://127.0.0.1:{port}/0", "TASK_RUNNER": "inprocess",
         "REDIS_SOCKET_TIMEOUT": "1",
@@ -84,7 +65,7 @@ async def test_rest_fails_closed_while_redis_is_down_and_recovers_after(tmp_path
                 outcome = closed.rcvd.code if closed.rcvd else 1006
             assert outcome in ("state_unavailable", "internal_error", 1011)
 
-            redis_proc = _redis(port, tmp_path)  # back, empty: nothing was persisted
+            redis_proc = start_redis(port, tmp_path)  # back, empty: nothing was persisted
             deadline = time.monotonic() + 15
             while True:
                 status, body = await asyncio.to_thread(
@@ -102,5 +83,4 @@ async def test_rest_fails_closed_while_redis_is_down_and_recovers_after(tmp_path
                 while json.loads(await asyncio.wait_for(ws2.recv(), 10))["type"] != "response":
                     pass
     finally:
-        redis_proc.terminate()
-        redis_proc.wait(timeout=10)
+        stop_redis(redis_proc)

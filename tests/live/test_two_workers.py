@@ -122,3 +122,32 @@ async def test_audio_counted_on_one_worker_shows_in_stats_on_the_other(cluster):
         _, stats = await asyncio.to_thread(a.request, "GET", path, token=session["session_token"])
     assert stats["audio_chunks_received"] == 25
     assert stats["audio_chunks_processed"] == 25
+
+
+async def test_a_socket_on_one_worker_is_taken_over_by_a_reconnect_on_the_other(cluster):
+    """Takeover across processes: the newer socket on b closes the older one on a with 4409."""
+    a, b = cluster
+    session = a.create_session("taker")
+    first = await websockets.connect(a.ws_url(session))
+    assert json.loads(await first.recv())["type"] == "session.ready"
+    status, fresh = await asyncio.to_thread(
+        b.request, "GET", f"/api/v1/sessions/{session['id']}", token=session.get("session_token")
+    )
+    assert status == 200
+    async with websockets.connect(b.ws_url(fresh)) as second:
+        assert json.loads(await second.recv())["type"] == "session.ready"
+        events = []
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            while True:
+                events.append(json.loads(await asyncio.wait_for(first.recv(), 10)))
+        assert info.value.rcvd.code == 4409
+        assert events[-1]["close_code"] == 4409 and events[-1]["code"] == "replaced"
+        await second.send(json.dumps({"type": "ping"}))
+        assert json.loads(await asyncio.wait_for(second.recv(), 10))["type"] == "pong"
+        status, body = await asyncio.to_thread(
+            a.request,
+            "GET",
+            f"/api/v1/sessions/{session['id']}",
+            token=session.get("session_token"),
+        )
+        assert body["status"] == "connected", "the replaced socket must not mark it detached"
