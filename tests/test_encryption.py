@@ -71,12 +71,6 @@ def test_a_truncated_or_extended_value_is_an_error():
             unseal(session_id, "v1:" + base64.b64encode(changed).decode())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with ENCRYPTION_ENABLED, unseal passes any value without the 'v1:' prefix through "
-    "as if it were plaintext, so a value written into the store without a seal (a forged "
-    "event in the replay buffer) is taken as authentic",
-)
 def test_with_encryption_on_an_unsealed_value_is_an_error():
     session_id, _ = _ids()
     forged = json.dumps({"type": "response", "text": "forged"})
@@ -140,7 +134,9 @@ async def test_what_a_redis_dump_holds_with_encryption_on_and_off(redis_backend,
         comm, _ = await connect(session)
         await comm.send_json_to({"type": "text", "text": f"add {SECRET} to my list"})
         await receive_until(comm, "response")
-        for _ in range(50):  # the note's handler stores its result
+        await comm.send_json_to({"type": "text", "text": f"mark {SECRET} as done"})
+        await receive_until(comm, "response")
+        for _ in range(50):  # the to-do's handler, run when it is done, stores its result
             dump = _dump(redis_backend)
             if b"result=" + (b"v1:" if enabled else b"{") in b" ".join(dump.values()):
                 break
@@ -162,6 +158,6 @@ async def test_what_a_redis_dump_holds_with_encryption_on_and_off(redis_backend,
         e.get("text") for e in replies if e["type"] == "response"
     ]
     record = redis_backend.hgetall(next(k for k in dump if b":t:" in k))
-    assert json.loads(record[b"payload"]) == {"text": "schmidt kowalski owes 4711"}
+    assert json.loads(record[b"payload"]) == {"text": "schmidt kowalski owes 4711", "zone": "UTC"}
     assert json.loads(record[b"result"])["text"] == "schmidt kowalski owes 4711"
     assert not any(b"v1:" in v for v in dump.values()), "nothing is sealed with encryption off"

@@ -16,7 +16,6 @@ from django.test import override_settings
 
 from sessions_app import store
 from tasks_app import selectors as task_selectors
-from tasks_app import services as task_services
 from tests.conftest import KEY_HASH, bearer, connect, create_session, receive_until, ws_path
 from voiceproject import clock
 from voiceproject.asgi import application
@@ -95,8 +94,8 @@ async def test_what_happened_while_the_client_was_away_is_replayed_with_its_cont
     """Events made with no socket attached come back on resume whole, not only their seqs.
 
     While away: the draft reminder is confirmed over REST (``task.updated`` as it moves to
-    queued, running, completed), and the due reminder is announced by another path (the
-    service call any worker's socket makes), a ``response`` with its text.
+    queued), and when it falls due the scheduler runs it (running, completed) and announces
+    it, a ``response`` with its text: a reminder fires with no socket attached.
     """
     session = create_session(api, namespace_id="away")
     comm, _ = await connect(session)
@@ -109,13 +108,12 @@ async def test_what_happened_while_the_client_was_away_is_replayed_with_its_cont
 
     confirmed = await _post(api, f"/api/v1/tasks/{draft['id']}/confirm", session)
     assert confirmed.status_code == 200, confirmed.content
+    assert task_selectors.task_get(task_id=draft["id"])["state"] == "queued"
+    clock.advance(5 * 60 + 1)
     deadline = time.monotonic() + 5
     while task_selectors.task_get(task_id=draft["id"])["state"] != "completed":
-        assert time.monotonic() < deadline, "the confirmed reminder never completed"
+        assert time.monotonic() < deadline, "the due reminder never ran"
         await asyncio.sleep(0.02)
-    assert await sync_to_async(task_services.reminder_announce, thread_sensitive=False)(
-        task_id=draft["id"]
-    )
     rest_task = (await _get(api, f"/api/v1/tasks/{draft['id']}", session)).json()
 
     fresh = (await _get(api, f"/api/v1/sessions/{session['id']}", session)).json()

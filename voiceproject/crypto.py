@@ -39,10 +39,20 @@ def seal(session_id: str, plaintext: str) -> str:
     return _PREFIX + base64.b64encode(nonce + ct).decode()
 
 
+class NotSealed(ValueError):
+    """With encryption on, a stored value that was not sealed: never taken as plaintext."""
+
+
 def unseal(session_id: str, stored: str) -> str:
-    """Decrypt what :func:`seal` stored. With encryption off, values pass through."""
-    if not settings.ENCRYPTION_ENABLED or not stored.startswith(_PREFIX):
+    """Decrypt what :func:`seal` stored. With encryption off, values pass through.
+
+    With it on, a value without the seal's prefix is an error, not plaintext: a value written
+    into the store by anything but :func:`seal` (a forged event) must not pass as genuine.
+    """
+    if not settings.ENCRYPTION_ENABLED:
         return stored
+    if not stored.startswith(_PREFIX):
+        raise NotSealed("the stored value is not sealed")
     raw = base64.b64decode(stored[len(_PREFIX) :])
     return (
         _aead(settings.SECRET_KEY, session_id)
