@@ -21,6 +21,7 @@ from tasks_app.states import PENDING, sources_of
 from voiceproject import clock
 from voiceproject.crypto import seal
 from voiceproject.errors import Conflict, NotFound
+from voiceproject.kv import StoreFull
 from voiceproject.layer import send_sync
 from voiceproject.metrics import TASK_STATES
 
@@ -29,6 +30,10 @@ logger = structlog.get_logger(__name__)
 
 class TaskNotFound(NotFound):
     default_detail = "Task not found"
+
+
+class TooManyTasks(Exception):
+    """The session already holds ``MAX_TASKS_PER_SESSION`` tasks."""
 
 
 class IllegalTransition(Conflict):
@@ -77,7 +82,12 @@ def task_create(*, session_id: str, task_type: str, payload: dict) -> dict:
         "announced": "0",
     }
     store.task_put(task_id=task_id, record=record)
-    store.session_index_add(session_id=session_id, task_id=task_id, created_at=now)
+    if not store.session_index_add(
+        session_id=session_id, task_id=task_id, created_at=now, pending=state in PENDING
+    ):
+        store.task_discard(task_id=task_id)
+        raise TooManyTasks()
+    store.task_list_add(task_id=task_id, created_at=now)
     _emit_task("task.created", record)
     TASK_STATES.labels(state=state).inc()
     logger.info("task_created", task_id=task_id, session_id=session_id, type=task_type)
@@ -93,10 +103,19 @@ def task_transition(
     fields: dict | None = None,
     allowed_from: tuple[str, ...] | None = None,
 ) -> dict:
-    """Move a task to ``to`` if the state machine allows it from its current state (else 409)."""
+    """Move a task to ``to`` if the state machine allows it from its current state (else 409).
+
+    The session's pending count moves in the same atomic step as the state.
+    """
+    session_id = store.task_session_id(task_id=task_id)
+    if session_id is None:
+        raise TaskNotFound()
     ok, current = store.task_cas(
         task_id=task_id,
-        allowed_from=allowed_from or sources_of(to),
+        session_id=session_id,
+        allowed_from={
+            s: (to in PENDING) - (s in PENDING) for s in (allowed_from or sources_of(to))
+        },
         fields={"state": to, "updated_at": clock.now(), **(fields or {})},
     )
     if current is None:
@@ -211,26 +230,79 @@ def _reply_for_task(intent: intents.Intent, record: dict) -> str:
     return "Noted."
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+LIST_ITEM_CHARS = 200  # one item as "what is on my list" reads it out
+
+
+def _list_reply(pending: list[str]) -> str:
+    """The first ``LIST_REPLY_ITEMS`` pending items that fit in ``MAX_REPLY_CHARS``, then
+    how many more there are."""
+    if not pending:
+        return "Your list is empty."
+    head, said = f"You have {len(pending)} pending", []
+    for text in pending[: settings.LIST_REPLY_ITEMS]:
+        items = [*said, _clip(text, LIST_ITEM_CHARS)]
+        more = len(pending) - len(items)
+        reply = f"{head}: " + "; ".join(items) + (f"; and {more} more." if more else ".")
+        if len(reply) > settings.MAX_REPLY_CHARS:
+            break
+        said = items
+    if not said:
+        return f"{head}."
+    more = len(pending) - len(said)
+    return f"{head}: " + "; ".join(said) + (f"; and {more} more." if more else ".")
+
+
+def _task_refusal(intent: intents.Intent) -> tuple[str, str] | None:
+    if len(intent.text) > settings.MAX_TASK_TEXT_CHARS:
+        return "task_text_too_long", (
+            f"That is too long to keep: say it in at most {settings.MAX_TASK_TEXT_CHARS}"
+            " characters."
+        )
+    return None
+
+
 def utterance_handle(*, session_id: str, text: str, utterance_id: str) -> dict:
-    """One final utterance (spoken or typed) to its outcome: a task, a reply, or both."""
+    """One final utterance (spoken or typed) to its outcome: a task, a reply, or both.
+
+    A task past a quota is not created; the reply says why, and carries a ``code``.
+    """
     session_message_add(session_id=session_id, role="user", text=text)
     intent = intents.parse(text, now=clock.now())
     logger.info("utterance_intent", session_id=session_id, intent=intent.name)
     task = None
+    code = None
     if intent.name in ("reminder", "todo", "note"):
         payload = {"text": intent.text, **intent.slots}
-        task = task_create(session_id=session_id, task_type=intent.name, payload=payload)
-        reply = _reply_for_task(intent, task)
+        refusal = _task_refusal(intent)
+        try:
+            if refusal is None:
+                task = task_create(session_id=session_id, task_type=intent.name, payload=payload)
+        except TooManyTasks:
+            refusal = (
+                "too_many_tasks",
+                (
+                    f"Your list is full: a session keeps at most {settings.MAX_TASKS_PER_SESSION}"
+                    " tasks. Start a new session to add more."
+                ),
+            )
+        except StoreFull:
+            refusal = "store_full", "I cannot keep anything new right now. Try again later."
+        if refusal is None:
+            reply = _reply_for_task(intent, task)
+        else:
+            code, reply = refusal
+            logger.info("task_refused", session_id=session_id, code=code)
     elif intent.name == "list":
-        pending = [
-            selectors.task_payload(record=t).get("text", "")
-            for t in selectors.task_list(session_id=session_id)
-            if t["state"] in PENDING
-        ]
-        reply = (
-            f"You have {len(pending)} pending: " + "; ".join(pending) + "."
-            if pending
-            else "Your list is empty."
+        reply = _list_reply(
+            [
+                selectors.task_payload(record=t).get("text", "")
+                for t in selectors.task_list(session_id=session_id)
+                if t["state"] in PENDING
+            ]
         )
     elif intent.name == "cancel_last":
         reply = "There is no pending task to cancel."
@@ -253,14 +325,10 @@ def utterance_handle(*, session_id: str, text: str, utterance_id: str) -> dict:
             break
     else:
         reply = "Sorry, I did not understand that."
-    session_emit(
-        session_id=session_id,
-        event={
-            "type": "response",
-            "text": reply,
-            "utterance_id": utterance_id,
-            "intent": intent.name,
-        },
-    )
+    reply = _clip(reply, settings.MAX_REPLY_CHARS)
+    event = {"type": "response", "text": reply, "utterance_id": utterance_id, "intent": intent.name}
+    if code is not None:
+        event["code"] = code
+    session_emit(session_id=session_id, event=event)
     session_message_add(session_id=session_id, role="assistant", text=reply)
     return {"intent": intent.name, "task": task}
