@@ -92,8 +92,8 @@ def task_recent(
         ids = store.task_page(offset=offset, limit=200)
         if not ids:
             break
-        for task_id in ids:
-            record = task_get(task_id=task_id)
+        for raw in store.tasks_get(task_ids=ids):  # the page in one round trip
+            record = _typed(raw)
             if record is None:
                 continue
             if (state and record["state"] != state) or (task_type and record["type"] != task_type):

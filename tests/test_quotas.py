@@ -147,6 +147,19 @@ def test_the_task_list_reads_one_page_in_a_fixed_number_of_round_trips(backend, 
     ]
 
 
+def test_the_operators_task_listing_reads_each_page_of_tasks_in_one_round_trip(
+    backend, monkeypatch
+):
+    session_id = _create_session()["id"]
+    _add_tasks(session_id, 600)
+    for task_id in store.session_index(session_id=session_id):  # the operators' index
+        store.task_list_add(task_id=task_id, created_at=clock.now())
+    trips = RoundTrips(monkeypatch)
+    used, rows = trips.of(lambda: selectors.task_recent(limit=500))
+    assert len(rows) == 500
+    assert used <= 6  # three pages of 200: their ids and their records
+
+
 def test_the_task_list_page_size_is_bounded_and_checked(api):
     session = create_session(api)
     for query in ("?limit=501", "?limit=0", "?offset=-1", "?limit=x"):
