@@ -2,9 +2,12 @@
 
 Keys (under the cache's ``KEY_PREFIX``):
 
-* ``s:<id>``       hash: the session record, its counters, ``seq``, ``conn_gen``, ``lost_upto``
-* ``s:<id>:ev``    list: the replay buffer, ``"<seq> <sealed event>"``, capped
-* ``s:<id>:msg``   list: sealed messages (user utterances and replies), capped
+* ``s:<id>``       hash: the session record, its counters, ``seq``, ``conn_gen``, ``lost_upto``,
+  and the bytes held by its replay buffer (``ev_bytes``) and its messages (``msg_bytes``)
+* ``s:<id>:ev``    list: the replay buffer, ``"<seq> <sealed event>"``, capped in entries
+  (``EVENT_BUFFER_SIZE``) and bytes (``EVENT_BUFFER_BYTES``)
+* ``s:<id>:msg``   list: sealed messages (user utterances and replies), capped in entries
+  (``MESSAGE_HISTORY_SIZE``) and bytes (``MESSAGE_HISTORY_BYTES``)
 * ``ns:<sha>:live`` sorted set: live sessions of one namespace, scored by lease end
 * ``ns:<sha>:key``  the keyed hash of the key hash those live sessions share (as long as the set)
 * ``tok:<nonce>``  a used connect token (set-if-absent makes tokens one-time)
@@ -167,7 +170,13 @@ def event_append(*, session_id: str, payload: str, buffered: bool) -> int | None
     """Next ``seq`` of the session (None when it is gone); buffered events are kept for resume."""
     sk = _session_key(session_id)
     return get_kv().emit(
-        sk, _key(sk, "ev"), payload=payload, cap=settings.EVENT_BUFFER_SIZE, buffered=buffered
+        sk,
+        _key(sk, "ev"),
+        payload=payload,
+        cap=settings.EVENT_BUFFER_SIZE,
+        buffered=buffered,
+        max_bytes=settings.EVENT_BUFFER_BYTES,
+        tally_field="ev_bytes",
     )
 
 
@@ -179,7 +188,14 @@ def message_append(*, session_id: str, item: str) -> None:
     sk = _session_key(session_id)
     kv = get_kv()
     ttl = kv.ttl(sk) or 1
-    kv.list_push(_key(sk, "msg"), item, cap=settings.MESSAGE_HISTORY_SIZE, ttl=ttl)
+    kv.list_push(
+        _key(sk, "msg"),
+        item,
+        cap=settings.MESSAGE_HISTORY_SIZE,
+        ttl=ttl,
+        max_bytes=settings.MESSAGE_HISTORY_BYTES,
+        tally=(sk, "msg_bytes"),
+    )
 
 
 def messages_read(*, session_id: str) -> list[str]:

@@ -102,11 +102,12 @@ class SessionViewSet(AsyncViewSet):
     )
     @action(detail=True, methods=["get"])
     async def tasks(self, request, pk=None):
-        """The session's tasks, optionally ``?state=``."""
+        """The session's tasks, oldest first, optionally ``?state=``; a page of ``?limit=``
+        (default 100, at most 500) after ``?offset=``."""
         record = await _session_or_404(request, pk)
         query = TaskListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        tasks = await atask_list(session_id=record["id"], state=query.validated_data.get("state"))
+        tasks = await atask_list(session_id=record["id"], **query.validated_data)
         return Response([task_response(t) for t in tasks])
 
     @extend_schema(responses={200: StatsSerializer, **errors(401, 404)})

@@ -3,7 +3,6 @@
 import json
 
 from tasks_app import store
-from tasks_app.states import PENDING
 from voiceproject.crypto import unseal
 
 
@@ -28,27 +27,47 @@ def _in_state(records: list[dict | None], state: str | None) -> list[dict]:
     return [r for r in records if r is not None and (state is None or r["state"] == state)]
 
 
-def task_list(*, session_id: str, state: str | None = None) -> list[dict]:
-    """The session's tasks, oldest first, optionally in one state."""
-    ids = store.session_index(session_id=session_id)
-    return _in_state([task_get(task_id=t) for t in ids], state)
+def _page(ids: list[str], states: list[str | None], state: str, offset: int, limit: int | None):
+    ids = [t for t, s in zip(ids, states, strict=True) if s == state]
+    return ids[offset : None if limit is None else offset + limit]
 
 
-async def atask_list(*, session_id: str, state: str | None = None) -> list[dict]:
-    ids = await store.asession_index(session_id=session_id)
-    return _in_state([await atask_get(task_id=t) for t in ids], state)
+def task_list(
+    *, session_id: str, state: str | None = None, offset: int = 0, limit: int | None = None
+) -> list[dict]:
+    """The session's tasks, oldest first, optionally in one state; one page of them with
+    ``offset`` and ``limit`` (counted among the tasks in that state).
+
+    A page costs a fixed number of round trips: its ids, then its records in one. With a
+    state, every task's state is read first, in one round trip too (a session holds at most
+    ``MAX_TASKS_PER_SESSION``).
+    """
+    if state is None:
+        ids = store.session_index(session_id=session_id, offset=offset, limit=limit)
+    else:
+        ids = store.session_index(session_id=session_id)
+        ids = _page(ids, store.task_states(task_ids=ids), state, offset, limit)
+    return _in_state([_typed(r) for r in store.tasks_get(task_ids=ids)], state)
 
 
-def _pending(tasks: list[dict]) -> int:
-    return sum(1 for t in tasks if t["state"] in PENDING)
+async def atask_list(
+    *, session_id: str, state: str | None = None, offset: int = 0, limit: int | None = None
+) -> list[dict]:
+    if state is None:
+        ids = await store.asession_index(session_id=session_id, offset=offset, limit=limit)
+    else:
+        ids = await store.asession_index(session_id=session_id)
+        ids = _page(ids, await store.atask_states(task_ids=ids), state, offset, limit)
+    return _in_state([_typed(r) for r in await store.atasks_get(task_ids=ids)], state)
 
 
 def task_pending_count(*, session_id: str) -> int:
-    return _pending(task_list(session_id=session_id))
+    """Tasks in draft, queued or running: a count kept with the session's index (O(1))."""
+    return store.session_pending_count(session_id=session_id)
 
 
 async def atask_pending_count(*, session_id: str) -> int:
-    return _pending(await atask_list(session_id=session_id))
+    return await store.asession_pending_count(session_id=session_id)
 
 
 def task_payload(*, record: dict) -> dict:
@@ -73,8 +92,8 @@ def task_recent(
         ids = store.task_page(offset=offset, limit=200)
         if not ids:
             break
-        for task_id in ids:
-            record = task_get(task_id=task_id)
+        for raw in store.tasks_get(task_ids=ids):  # the page in one round trip
+            record = _typed(raw)
             if record is None:
                 continue
             if (state and record["state"] != state) or (task_type and record["type"] != task_type):

@@ -21,6 +21,7 @@ from voiceproject import clock
 from voiceproject.access import bound_id_issue
 from voiceproject.crypto import seal
 from voiceproject.errors import Conflict, NotFound
+from voiceproject.kv import StoreFull
 from voiceproject.layer import send_sync
 from voiceproject.metrics import TASK_STATES
 
@@ -29,6 +30,10 @@ logger = structlog.get_logger(__name__)
 
 class TaskNotFound(NotFound):
     default_detail = "Task not found"
+
+
+class TooManyTasks(Exception):
+    """The session already holds ``MAX_TASKS_PER_SESSION`` tasks."""
 
 
 class IllegalTransition(Conflict):
@@ -83,7 +88,12 @@ def task_create(*, session_id: str, task_type: str, payload: dict) -> dict:
         "due_ts": due or "",
     }
     store.task_put(task_id=task_id, record=record, ttl=due - now + store.task_ttl())
-    store.session_index_add(session_id=session_id, task_id=task_id, created_at=now)
+    if not store.session_index_add(
+        session_id=session_id, task_id=task_id, created_at=now, pending=state in PENDING
+    ):
+        store.task_discard(task_id=task_id)
+        raise TooManyTasks()
+    store.task_list_add(task_id=task_id, created_at=now)
     _emit_task("task.created", record)
     TASK_STATES.labels(state=state).inc()
     logger.info("task_created", task_id=task_id, session_id=session_id, type=task_type)
@@ -110,10 +120,19 @@ def task_transition(
     fields: dict | None = None,
     allowed_from: tuple[str, ...] | None = None,
 ) -> dict:
-    """Move a task to ``to`` if the state machine allows it from its current state (else 409)."""
+    """Move a task to ``to`` if the state machine allows it from its current state (else 409).
+
+    The session's pending count moves in the same atomic step as the state.
+    """
+    session_id = store.task_session_id(task_id=task_id)
+    if session_id is None:
+        raise TaskNotFound()
     ok, current = store.task_cas(
         task_id=task_id,
-        allowed_from=allowed_from or sources_of(to),
+        session_id=session_id,
+        allowed_from={
+            s: (to in PENDING) - (s in PENDING) for s in (allowed_from or sources_of(to))
+        },
         fields={"state": to, "updated_at": clock.now(), **(fields or {})},
     )
     if current is None:
@@ -270,7 +289,32 @@ def _find_item(session_id: str, said: str, *, types: set[str] | None = None) -> 
     return None
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+LIST_ITEM_CHARS = 200  # one item as "what is on my list" reads it out
+
+
+def _read_out(head: str, items: list[str]) -> str:
+    """The first ``LIST_REPLY_ITEMS`` items that fit in ``MAX_REPLY_CHARS``, then how many
+    more there are."""
+    said: list[str] = []
+    for text in items[: settings.LIST_REPLY_ITEMS]:
+        candidate = [*said, _clip(text, LIST_ITEM_CHARS)]
+        more = len(items) - len(candidate)
+        reply = f"{head}: " + "; ".join(candidate) + (f"; and {more} more." if more else ".")
+        if len(reply) > settings.MAX_REPLY_CHARS:
+            break
+        said = candidate
+    if not said:
+        return f"{head}."
+    more = len(items) - len(said)
+    return f"{head}: " + "; ".join(said) + (f"; and {more} more." if more else ".")
+
+
 def _list_reply(session_id: str, zone: str) -> str:
+    """The open to-dos, then the reminders still to come, read out within the reply's caps."""
     todos, reminders = [], []
     for t, payload in _open_items(session_id):
         text = payload.get("text", "")
@@ -278,32 +322,56 @@ def _list_reply(session_id: str, zone: str) -> str:
             todos.append(text)
         else:
             when = timephrases.spoken(float(t["due_ts"]), zone, now=clock.now())
-            reminders.append(f"{text} at {when}")
-    if not todos and not reminders:
+            reminders.append(f"a reminder to {text} at {when}")
+    items = todos + reminders
+    if not items:
         return "Your list is empty."
-    parts = []
-    if todos:
-        parts.append(f"On your list: {'; '.join(todos)}.")
-    if reminders:
-        parts.append(f"Reminders: {'; '.join(reminders)}.")
-    return " ".join(parts)
+    return _read_out(f"You have {len(items)} on your list", items)
+
+
+def _task_refusal(intent: intents.Intent) -> tuple[str, str] | None:
+    if len(intent.text) > settings.MAX_TASK_TEXT_CHARS:
+        return "task_text_too_long", (
+            f"That is too long to keep: say it in at most {settings.MAX_TASK_TEXT_CHARS}"
+            " characters."
+        )
+    return None
 
 
 def utterance_handle(*, session_id: str, text: str, utterance_id: str, zone: str = "UTC") -> dict:
     """One final utterance (spoken or typed) to its outcome: a task, a reply, or both.
 
-    Times are read and spoken in ``zone``, the session's IANA time zone.
+    Times are read and spoken in ``zone``, the session's IANA time zone. A task past a quota
+    is not created; the reply says why, and carries a ``code``.
     """
     session_message_add(session_id=session_id, role="user", text=text)
     intent = intents.parse(text, now=clock.now(), zone=zone)
     logger.info("utterance_intent", session_id=session_id, intent=intent.name)
     task = None
+    code = None
     if intent.problem:
         reply = _PROBLEMS[intent.problem].format(days=int(settings.REMINDER_HORIZON_DAYS))
     elif intent.name in ("reminder", "todo", "note"):
         payload = {"text": intent.text, **intent.slots, "zone": zone}
-        task = task_create(session_id=session_id, task_type=intent.name, payload=payload)
-        reply = _reply_for_task(intent, task, zone)
+        refusal = _task_refusal(intent)
+        try:
+            if refusal is None:
+                task = task_create(session_id=session_id, task_type=intent.name, payload=payload)
+        except TooManyTasks:
+            refusal = (
+                "too_many_tasks",
+                (
+                    f"Your list is full: a session keeps at most {settings.MAX_TASKS_PER_SESSION}"
+                    " tasks. Start a new session to add more."
+                ),
+            )
+        except StoreFull:
+            refusal = "store_full", "I cannot keep anything new right now. Try again later."
+        if refusal is None:
+            reply = _reply_for_task(intent, task, zone)
+        else:
+            code, reply = refusal
+            logger.info("task_refused", session_id=session_id, code=code)
     elif intent.name == "list":
         reply = _list_reply(session_id, zone)
     elif intent.name == "mark_done":
@@ -342,14 +410,10 @@ def utterance_handle(*, session_id: str, text: str, utterance_id: str, zone: str
             break
     else:
         reply = "Sorry, I did not understand that."
-    session_emit(
-        session_id=session_id,
-        event={
-            "type": "response",
-            "text": reply,
-            "utterance_id": utterance_id,
-            "intent": intent.name,
-        },
-    )
+    reply = _clip(reply, settings.MAX_REPLY_CHARS)
+    event = {"type": "response", "text": reply, "utterance_id": utterance_id, "intent": intent.name}
+    if code is not None:
+        event["code"] = code
+    session_emit(session_id=session_id, event=event)
     session_message_add(session_id=session_id, role="assistant", text=reply)
     return {"intent": intent.name, "task": task}

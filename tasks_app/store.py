@@ -1,11 +1,14 @@
 """Every cache key and TTL of tasks.
 
-* ``t:<id>``          hash: the task (its text and result sealed), TTL ``TASK_TTL_HOURS``
-* ``ts:<session id>`` sorted set: the session's task ids by creation time, gone with the session
-* ``tasks``           sorted set: every task id by creation time (operators' listing), entries
-  older than ``TASK_TTL_HOURS`` dropped as new ones come
-* ``due``             sorted set: task ids waiting for their due time (reminders), by due time;
-  the scheduler takes them out atomically, so each runs once across workers
+* ``t:<id>``            hash: the task (its text and result sealed), TTL ``TASK_TTL_HOURS``
+* ``ts:<session id>``   sorted set: the session's task ids by creation time, at most
+  ``MAX_TASKS_PER_SESSION`` of them, gone with the session
+* ``ts:<session id>:n`` hash: counts kept with that index, in the same atomic steps:
+  ``pending`` (tasks in draft, queued or running); gone with the session
+* ``tasks``             sorted set: every task id by creation time (operators' listing),
+  entries older than ``TASK_TTL_HOURS`` dropped as new ones come
+* ``due``               sorted set: task ids waiting for their due time (reminders), by due
+  time; the scheduler takes them out atomically, so each runs once across workers
 """
 
 from django.conf import settings
@@ -21,16 +24,28 @@ def _index_key(session_id: str) -> str:
     return "ts:" + session_id
 
 
+def _counts_key(session_id: str) -> str:
+    return "ts:" + session_id + ":n"
+
+
 def task_ttl() -> float:
     return settings.TASK_TTL_HOURS * 3600
 
 
 def task_put(*, task_id: str, record: dict, ttl: float | None = None) -> None:
-    """Write a new task; it lives ``TASK_TTL_HOURS`` (a reminder: that long past its due time)."""
-    kv = get_kv()
-    kv.hash_create(_task_key(task_id), record, max(task_ttl(), ttl or 0))
-    created = float(record["created_at"])
-    kv.index_add("tasks", task_id, created, task_ttl(), drop_below=created - task_ttl())
+    """Write a task's record, to live ``TASK_TTL_HOURS`` (a reminder: that long past its due
+    time). On the embedded store this may raise ``StoreFull``."""
+    get_kv().hash_create(_task_key(task_id), record, max(task_ttl(), ttl or 0))
+
+
+def task_discard(*, task_id: str) -> None:
+    """Remove a record that never made it into its session's index."""
+    get_kv().delete(_task_key(task_id))
+
+
+def task_list_add(*, task_id: str, created_at: float) -> None:
+    """List a task for the operators, newest first."""
+    get_kv().index_add("tasks", task_id, created_at, task_ttl(), drop_below=created_at - task_ttl())
 
 
 def task_page(*, offset: int, limit: int) -> list[str]:
@@ -46,11 +61,41 @@ async def atask_get(*, task_id: str) -> dict | None:
     return await aget_kv().hash_get(_task_key(task_id))
 
 
+def tasks_get(*, task_ids: list[str]) -> list[dict | None]:
+    """Many tasks in one round trip, in the order asked."""
+    return get_kv().hash_get_many([_task_key(t) for t in task_ids]) if task_ids else []
+
+
+async def atasks_get(*, task_ids: list[str]) -> list[dict | None]:
+    return await aget_kv().hash_get_many([_task_key(t) for t in task_ids]) if task_ids else []
+
+
+def task_states(*, task_ids: list[str]) -> list[str | None]:
+    return get_kv().hash_fields([_task_key(t) for t in task_ids], "state") if task_ids else []
+
+
+async def atask_states(*, task_ids: list[str]) -> list[str | None]:
+    if not task_ids:
+        return []
+    return await aget_kv().hash_fields([_task_key(t) for t in task_ids], "state")
+
+
+def task_session_id(*, task_id: str) -> str | None:
+    return get_kv().hash_fields([_task_key(task_id)], "session_id")[0]
+
+
 def task_cas(
-    *, task_id: str, allowed_from: tuple[str, ...], fields: dict
+    *, task_id: str, session_id: str, allowed_from: dict[str, int], fields: dict
 ) -> tuple[bool, str | None]:
-    """Apply ``fields`` only if the task's state is one of ``allowed_from`` (atomic)."""
-    return get_kv().hash_cas(_task_key(task_id), "state", allowed_from, fields)
+    """Apply ``fields`` only if the task's state is one of ``allowed_from`` (atomic); the
+    session's pending count moves by ``allowed_from[old state]`` in the same step."""
+    return get_kv().hash_cas_counted(
+        _task_key(task_id),
+        "state",
+        allowed_from,
+        fields,
+        counter=(_counts_key(session_id), "pending"),
+    )
 
 
 def task_update(*, task_id: str, fields: dict) -> bool:
@@ -63,22 +108,46 @@ def task_claim_announcement(*, task_id: str) -> bool:
     return ok
 
 
-def session_index_add(*, session_id: str, task_id: str, created_at: float) -> None:
-    ttl = settings.SESSION_TTL_HOURS * 3600
-    get_kv().index_add(_index_key(session_id), task_id, created_at, ttl)
+def session_index_add(*, session_id: str, task_id: str, created_at: float, pending: bool) -> bool:
+    """Put a task in its session's index, unless that holds ``MAX_TASKS_PER_SESSION`` already
+    (then False); the pending count moves in the same atomic step."""
+    return get_kv().index_add_counted(
+        _index_key(session_id),
+        task_id,
+        created_at,
+        settings.SESSION_TTL_HOURS * 3600,
+        limit=settings.MAX_TASKS_PER_SESSION,
+        counter_key=_counts_key(session_id),
+        deltas={"pending": 1 if pending else 0},
+    )
 
 
-def session_index(*, session_id: str) -> list[str]:
-    """Task ids of a session, oldest first."""
-    return get_kv().index_members(_index_key(session_id))
+def session_index(*, session_id: str, offset: int = 0, limit: int | None = None) -> list[str]:
+    """Task ids of a session, oldest first (one page of them with ``limit``)."""
+    return get_kv().index_range(_index_key(session_id), offset=offset, limit=limit)
 
 
-async def asession_index(*, session_id: str) -> list[str]:
-    return await aget_kv().index_members(_index_key(session_id))
+async def asession_index(
+    *, session_id: str, offset: int = 0, limit: int | None = None
+) -> list[str]:
+    return await aget_kv().index_range(_index_key(session_id), offset=offset, limit=limit)
+
+
+def _pending(values: list[str | None]) -> int:
+    return max(0, int(values[0] or 0))
+
+
+def session_pending_count(*, session_id: str) -> int:
+    """Pending tasks of a session: one read, however many tasks it has."""
+    return _pending(get_kv().hash_fields([_counts_key(session_id)], "pending"))
+
+
+async def asession_pending_count(*, session_id: str) -> int:
+    return _pending(await aget_kv().hash_fields([_counts_key(session_id)], "pending"))
 
 
 def session_index_forget(*, session_id: str) -> None:
-    get_kv().delete(_index_key(session_id))
+    get_kv().delete(_index_key(session_id), _counts_key(session_id))
 
 
 # due times: tasks that run at a time (reminders) ----------------------------------------------

@@ -137,6 +137,9 @@ def test_state_lives_in_django_caches_with_the_namespace_sealed(backend):
 def _primitive_calls(prefix: str, now: float) -> list[tuple[str, tuple, dict]]:
     """Every primitive of voiceproject.kv, each way it can answer, on keys under ``prefix``."""
     h, lease, idx, ev, lst = (prefix + k for k in ("h", "lease", "idx", "ev", "list"))
+    h2, ev2, lst2, cnt, cidx = (prefix + k for k in ("h2", "ev2", "list2", "cnt", "cidx"))
+    counter = {"counter": (cnt, "pending")}
+    budget_push = {"cap": 5, "ttl": 60, "max_bytes": 7}
     lease_args = {"now": now, "until": now + 60, "ttl": 60}
     return [
         ("hash_create", (h, {"a": 1, "flag": True, "none": None}, 60), {}),
@@ -171,6 +174,84 @@ def _primitive_calls(prefix: str, now: float) -> list[tuple[str, tuple, dict]]:
         ("list_push", (lst, "b"), {"cap": 2, "ttl": 60}),
         ("list_push", (lst, "c"), {"cap": 2, "ttl": 60}),
         ("list_read", (lst,), {}),
+        ("hash_get_many", ([h, prefix + "missing", h],), {}),
+        ("hash_get_many", ([],), {}),
+        ("hash_create", (cnt, {"pending": 5}, 60), {}),
+        ("hash_cas_counted", (h, "a", {"1": 1, "3": -1}, {"c": "z"}), counter),
+        ("hash_cas_counted", (h, "a", {"3": -1}, {"a": "4"}), counter),
+        ("hash_cas_counted", (h, "a", {"3": -1}, {}), counter),
+        ("hash_cas_counted", (h, "a", {"4": 0}, {"c": "w"}), counter),
+        ("hash_cas_counted", (prefix + "missing", "a", {"3": 1}, {}), counter),
+        ("hash_cas_counted", (h, "a", {"4": 1}, {}), {"counter": (prefix + "gone", "n")}),
+        ("hash_get", (cnt,), {}),
+        ("hash_get", (prefix + "gone",), {}),
+        (
+            "index_add_counted",
+            (cidx, "x", 2.0, 60),
+            {"limit": 2, "counter_key": cnt, "deltas": {"p": 1}},
+        ),
+        (
+            "index_add_counted",
+            (cidx, "x", 2.0, 60),
+            {"limit": 2, "counter_key": cnt, "deltas": {"p": 1}},
+        ),
+        (
+            "index_add_counted",
+            (cidx, "y", 1.0, 60),
+            {"limit": 2, "counter_key": cnt, "deltas": {"p": 0}},
+        ),
+        (
+            "index_add_counted",
+            (cidx, "z", 3.0, 60),
+            {"limit": 2, "counter_key": cnt, "deltas": {"p": 1}},
+        ),
+        ("hash_get", (cnt,), {}),
+        ("index_range", (cidx,), {"offset": 0, "limit": None}),
+        ("index_range", (cidx,), {"offset": 1, "limit": 5}),
+        ("index_range", (cidx,), {"offset": 0, "limit": 1}),
+        ("index_range", (prefix + "missing",), {"offset": 0, "limit": None}),
+        ("hash_create", (h2, {"seq": 0}, 60), {}),
+        (
+            "emit",
+            (h2, ev2),
+            {"payload": "p" * 10, "cap": 10, "buffered": True, "max_bytes": 30, "tally_field": "b"},
+        ),
+        (
+            "emit",
+            (h2, ev2),
+            {"payload": "p" * 10, "cap": 10, "buffered": True, "max_bytes": 30, "tally_field": "b"},
+        ),
+        (
+            "emit",
+            (h2, ev2),
+            {"payload": "p" * 10, "cap": 10, "buffered": True, "max_bytes": 30, "tally_field": "b"},
+        ),
+        (
+            "emit",
+            (h2, ev2),
+            {"payload": "q", "cap": 10, "buffered": False, "max_bytes": 30, "tally_field": "b"},
+        ),
+        ("buffer_read", (ev2,), {}),
+        (
+            "emit",
+            (h2, ev2),
+            {"payload": "r" * 40, "cap": 10, "buffered": True, "max_bytes": 30, "tally_field": "b"},
+        ),
+        ("buffer_read", (ev2,), {}),
+        (
+            "emit",
+            (prefix + "missing", ev2),
+            {"payload": "s", "cap": 10, "buffered": True, "max_bytes": 30, "tally_field": "b"},
+        ),
+        ("list_push", (lst2, "abc"), {**budget_push, "tally": (h2, "m")}),
+        ("list_push", (lst2, "def"), {**budget_push, "tally": (h2, "m")}),
+        ("list_push", (lst2, "ghi"), {**budget_push, "tally": (h2, "m")}),
+        ("list_read", (lst2,), {}),
+        ("list_push", (lst2, "j" * 8), {**budget_push, "tally": (h2, "m")}),
+        ("list_read", (lst2,), {}),
+        ("list_push", (lst2, "k"), {**budget_push, "tally": (prefix + "missing", "m")}),
+        ("list_read", (lst2,), {}),
+        ("hash_get", (h2,), {}),
         ("expire", (h, 30), {}),
         ("expire", (prefix + "missing", 30), {}),
         ("ttl", (h,), {}),
@@ -218,3 +299,19 @@ def test_local_memory_forgets_ended_leases_but_not_extended_ones():
     assert not members & abandoned
     assert kept["id"] in members
     assert len(kv._leases) == 3  # the "kept" and "new" namespaces, and the live index
+
+
+def test_local_memory_and_redis_answer_every_primitive_alike(redis_backend):
+    """The two back ends are one interface: the same calls give the same answers."""
+    from django.core.cache import caches
+
+    from voiceproject.kv import LocalKV
+
+    now = time.time()
+    redis_kv, local_kv = get_kv(), LocalKV(caches["default"])
+    assert not redis_kv.local
+    calls = _primitive_calls("both:", now)
+    on_redis = [_comparable(name, getattr(redis_kv, name)(*a, **kw)) for name, a, kw in calls]
+    on_local = [_comparable(name, getattr(local_kv, name)(*a, **kw)) for name, a, kw in calls]
+    for (name, args, _), r, loc in zip(calls, on_redis, on_local, strict=True):
+        assert r == loc, (name, args)

@@ -9,7 +9,7 @@ from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from voiceproject.kv import KVUnavailable
+from voiceproject.kv import KVUnavailable, StoreFull
 from voiceproject.metrics import REDIS_ERRORS
 
 logger = structlog.get_logger(__name__)
@@ -38,10 +38,19 @@ class StateUnavailable(APIException):
     default_detail = "Session state is unavailable, try again shortly"
 
 
+class StoreFullError(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The session store is full, try again later"
+
+
 def exception_handler(exc, context):
-    """DRF's handler, plus 413 for oversized bodies and 503 when the state store is down."""
+    """DRF's handler, plus 413 for oversized bodies and 503 when the state store is down or
+    full (the embedded store refuses new sessions rather than forget live ones)."""
     if isinstance(exc, RequestDataTooBig):
         return Response({"detail": "Request body too large"}, status=413)
+    if isinstance(exc, StoreFull):
+        logger.warning("state_store_full")
+        exc = StoreFullError()
     if isinstance(exc, KVUnavailable | RedisError):
         # The store wraps its own errors; Django's cache (the throttle) raises Redis's.
         logger.warning("state_unavailable", error_type=type(exc).__name__)

@@ -38,6 +38,10 @@ class KVUnavailable(Exception):
     """The state back end did not answer (Redis down or timing out)."""
 
 
+class StoreFull(Exception):
+    """The embedded store holds ``LOCAL_STORE_MAX_ENTRIES`` entries: no new record fits."""
+
+
 # --------------------------------------------------------------------------------------
 # Lua scripts: each is one atomic step on the Redis server.
 # --------------------------------------------------------------------------------------
@@ -117,18 +121,34 @@ end
 return {0, cur}
 """
 
-# KEYS[1] session hash, KEYS[2] buffer list. ARGV: seq field, lost field, payload, cap, buffered.
-# One event: next seq from the hash; when buffered, append "seq payload" to the capped list,
-# and remember the highest seq that fell out so a resume can say events were lost.
+# KEYS[1] session hash, KEYS[2] buffer list.
+# ARGV: seq field, lost field, payload, cap, buffered, max_bytes, tally field.
+# One event: next seq from the hash; when buffered, append "seq payload" to the list, drop the
+# oldest entries while it holds more than cap entries or (max_bytes > 0) more than max_bytes
+# bytes (the running total is the hash's tally field), and remember the highest seq that fell
+# out so a resume can say events were lost. An entry larger than the whole budget is dropped
+# at once: it was delivered live, but it is not kept.
 _LUA_EMIT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
 local seq = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 if ARGV[5] == '1' then
-  redis.call('RPUSH', KEYS[2], seq .. ' ' .. ARGV[3])
-  if redis.call('LLEN', KEYS[2]) > tonumber(ARGV[4]) then
+  local entry = seq .. ' ' .. ARGV[3]
+  local cap = tonumber(ARGV[4])
+  local budget = tonumber(ARGV[6])
+  local size = 0
+  redis.call('RPUSH', KEYS[2], entry)
+  if budget > 0 then size = redis.call('HINCRBY', KEYS[1], ARGV[7], #entry) end
+  local lost = nil
+  while redis.call('LLEN', KEYS[2]) > cap or (budget > 0 and size > budget) do
     local old = redis.call('LPOP', KEYS[2])
-    redis.call('HSET', KEYS[1], ARGV[2], string.match(old, '^(%d+)'))
+    if not old then break end
+    lost = old
+    if budget > 0 then size = redis.call('HINCRBY', KEYS[1], ARGV[7], -#old) end
   end
+  if budget > 0 and redis.call('LLEN', KEYS[2]) == 0 then
+    redis.call('HSET', KEYS[1], ARGV[7], 0)
+  end
+  if lost then redis.call('HSET', KEYS[1], ARGV[2], string.match(lost, '^(%d+)')) end
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 end
@@ -141,6 +161,63 @@ redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return redis.call('LLEN', KEYS[1])
+"""
+
+# KEYS[1] list, KEYS[2] tally hash. ARGV: item, cap, ttl_ms, max_bytes, tally field.
+# A capped list with a byte budget: the running total of its bytes is a field of a hash that
+# lives beside it (nothing is written once that hash is gone). The oldest items go first.
+_LUA_LPUSH_BUDGET = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+local cap = tonumber(ARGV[2])
+local budget = tonumber(ARGV[4])
+local size = redis.call('HINCRBY', KEYS[2], ARGV[5], #ARGV[1])
+while redis.call('LLEN', KEYS[1]) > cap or size > budget do
+  local old = redis.call('LPOP', KEYS[1])
+  if not old then break end
+  size = redis.call('HINCRBY', KEYS[2], ARGV[5], -#old)
+end
+local n = redis.call('LLEN', KEYS[1])
+if n == 0 then redis.call('HSET', KEYS[2], ARGV[5], 0) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return n
+"""
+
+# KEYS[1] sorted index, KEYS[2] counter hash. ARGV: member, score, ttl_ms, limit, then
+# field/delta pairs. Adds a member unless the index already holds ``limit`` members, and
+# moves the counters kept beside the index in the same step. Returns 1 if the member is in.
+_LUA_INDEX_ADD_COUNTED = """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+for i = 5, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+# KEYS[1] hash, KEYS[2] counter hash. ARGV: field, allowed_csv, deltas_csv (one per allowed
+# value), counter field, then field/value pairs to set on success.
+# _LUA_HCAS, and on success the counter moves by the delta of the value it moved from (only
+# while the counter hash exists). Returns {1, old} or {0, current}.
+_LUA_HCAS_COUNTED = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return {0, false} end
+local deltas = {}
+for d in string.gmatch(ARGV[3], '[^,]+') do deltas[#deltas + 1] = tonumber(d) end
+local i = 0
+for v in string.gmatch(ARGV[2], '[^,]+') do
+  i = i + 1
+  if v == cur then
+    if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
+    local d = deltas[i]
+    if d ~= 0 and redis.call('EXISTS', KEYS[2]) == 1 then
+      redis.call('HINCRBY', KEYS[2], ARGV[4], d)
+    end
+    return {1, cur}
+  end
+end
+return {0, cur}
 """
 
 
@@ -170,6 +247,17 @@ def _decode_buffer(items) -> list[tuple[int, str]]:
         seq, _, payload = raw.decode().partition(" ")
         out.append((int(seq), payload))
     return out
+
+
+def _check_tally(max_bytes: int, field: str | None) -> None:
+    if max_bytes and not field:
+        raise ValueError("a byte budget needs a tally field to keep its running total in")
+
+
+def _positive(limit: int) -> int:
+    if limit < 1:
+        raise ValueError("a page holds at least one member")
+    return limit
 
 
 def _hcas_result(out) -> tuple[bool, str | None]:
@@ -203,6 +291,9 @@ class RedisKV:
                 "hcas": _LUA_HCAS,
                 "emit": _LUA_EMIT,
                 "list_push": _LUA_LPUSH_CAPPED,
+                "list_push_budget": _LUA_LPUSH_BUDGET,
+                "index_add_counted": _LUA_INDEX_ADD_COUNTED,
+                "hcas_counted": _LUA_HCAS_COUNTED,
             }.items()
         }
 
@@ -266,6 +357,35 @@ class RedisKV:
         for f, v in mapping.items():
             args += [f, _enc(v)]
         return self._script("hcas", [key], args, _hcas_result)
+
+    def hash_cas_counted(
+        self,
+        key: str,
+        field: str,
+        allowed: dict[str, int],
+        mapping: dict[str, Any],
+        *,
+        counter: tuple[str, str],
+    ) -> tuple[bool, str | None]:
+        """:meth:`hash_cas`, and on success ``counter`` (a hash key and field) moves by
+        ``allowed[old value]`` in the same atomic step (if that hash exists)."""
+        args: list[Any] = [
+            field,
+            ",".join(allowed),
+            ",".join(str(int(d)) for d in allowed.values()),
+            counter[1],
+        ]
+        for f, v in mapping.items():
+            args += [f, _enc(v)]
+        return self._script("hcas_counted", [key, counter[0]], args, _hcas_result)
+
+    def hash_get_many(self, keys: list[str]) -> list[dict[str, str] | None]:
+        """Many hashes in one round trip (None for each that does not exist)."""
+        commands = [("hgetall", self._k(key)) for key in keys]
+        return self._do(
+            lambda c: self._pipe(c, commands, transaction=False),
+            lambda rows: [_decode_hash(row) for row in rows],
+        )
 
     # expiry / removal -----------------------------------------------------------------
     def expire(self, key: str, ttl: float) -> bool:
@@ -343,6 +463,30 @@ class RedisKV:
     def index_members(self, key: str) -> list[str]:
         return self._call("zrange", self._k(key), 0, -1, shape=_decode_all)
 
+    def index_add_counted(
+        self,
+        key: str,
+        member: str,
+        score: float,
+        ttl: float,
+        *,
+        limit: int,
+        counter_key: str,
+        deltas: dict[str, int],
+    ) -> bool:
+        """Add ``member`` unless the index holds ``limit`` members already; on a new member,
+        move the counters of the hash ``counter_key`` by ``deltas``, atomically. Both keys
+        get ``ttl``. True when the member is in the index afterwards."""
+        args: list[Any] = [member, score, _ms(ttl), int(limit)]
+        for f, d in deltas.items():
+            args += [f, int(d)]
+        return self._script("index_add_counted", [key, counter_key], args, bool)
+
+    def index_range(self, key: str, *, offset: int, limit: int | None) -> list[str]:
+        """Lowest scores first (oldest), one page; ``limit=None``: to the end."""
+        stop = -1 if limit is None else offset + _positive(limit) - 1
+        return self._call("zrange", self._k(key), offset, stop, shape=_decode_all)
+
     def index_page(self, key: str, *, offset: int, limit: int) -> list[tuple[str, float]]:
         """Highest scores first (newest), one page."""
         return self._call(
@@ -356,12 +500,24 @@ class RedisKV:
 
     # event stream -----------------------------------------------------------------------
     def emit(
-        self, hash_key: str, list_key: str, *, payload: str, cap: int, buffered: bool
+        self,
+        hash_key: str,
+        list_key: str,
+        *,
+        payload: str,
+        cap: int,
+        buffered: bool,
+        max_bytes: int = 0,
+        tally_field: str = "",
     ) -> int | None:
+        """Stamp the next ``seq``; a buffered event is kept, within ``cap`` entries and, when
+        ``max_bytes`` is set, that many bytes (their total kept in ``tally_field``)."""
+        _check_tally(max_bytes, tally_field)
+        args = ["seq", "lost_upto", payload, cap, "1" if buffered else "0"]
         return self._script(
             "emit",
             [hash_key, list_key],
-            ["seq", "lost_upto", payload, cap, "1" if buffered else "0"],
+            [*args, int(max_bytes), tally_field],
             lambda out: None if out is None else int(out),
         )
 
@@ -369,8 +525,24 @@ class RedisKV:
         return self._call("lrange", self._k(list_key), 0, -1, shape=_decode_buffer)
 
     # capped list ------------------------------------------------------------------------
-    def list_push(self, key: str, item: str, *, cap: int, ttl: float) -> int:
-        return self._script("list_push", [key], [item, cap, _ms(ttl)], int)
+    def list_push(
+        self,
+        key: str,
+        item: str,
+        *,
+        cap: int,
+        ttl: float,
+        max_bytes: int = 0,
+        tally: tuple[str, str] | None = None,
+    ) -> int:
+        """Append, keep the newest ``cap`` items and, with ``max_bytes``, at most that many
+        bytes: their total is kept in ``tally`` (hash key, field), and nothing is written
+        once that hash is gone (the answer is then 0). Returns the list's length."""
+        if not max_bytes:
+            return self._script("list_push", [key], [item, cap, _ms(ttl)], int)
+        _check_tally(max_bytes, tally and tally[1])
+        args = [item, cap, _ms(ttl), int(max_bytes), tally[1]]
+        return self._script("list_push_budget", [key, tally[0]], args, int)
 
     def list_read(self, key: str) -> list[str]:
         return self._call("lrange", self._k(key), 0, -1, shape=_decode_all)
@@ -419,39 +591,87 @@ class AsyncLocalKV:
 
 
 class LocalKV:
-    """Primitives on ``LocMemCache``: one process, one lock, every key with an expiry."""
+    """Primitives in this process's memory: one lock, every key with an expiry.
+
+    Values are native Python structures in a dict of this object's own (Django's
+    ``LocMemCache`` would free an expired entry only when it is read again, and it culls
+    live entries when full). Every expiry written is also pushed on a heap, and each write
+    frees up to ``SWEEP_BATCH`` entries that have expired since: expired state goes away
+    whether or not anyone reads it again. The store holds at most ``LOCAL_STORE_MAX_ENTRIES``
+    entries: past that, :meth:`hash_create` (a new session or task record) raises
+    :class:`StoreFull`, and what is live is never dropped to make room.
+    """
 
     local = True
+    SWEEP_BATCH = 100
 
     def __init__(self, cache):
         self._cache = cache
+        self._data: dict[str, list] = {}  # key -> [expires_at, value]
+        self._expiry: list[tuple[float, str]] = []  # heap: (expires_at, key), may be stale
+        self._time = time.time  # tests move it
         self._lock = threading.RLock()
         self._leases: dict[str, dict[str, float]] = {}
-        self._indexes: dict[str, tuple[float, dict[str, float]]] = {}
         self._ends: list[tuple[float, str, str]] = []  # heap: (lease end, set, member)
         self._owners: dict[str, str] = {}  # lease set -> the owner of its live leases
 
-    # A value is stored as (expires_at, data) so that updates can keep the remaining TTL.
+    def size(self) -> int:
+        """Entries held in memory, expired ones not yet swept included."""
+        with self._lock:
+            return len(self._data)
+
     def _get(self, key: str):
-        entry = self._cache.get(key)
+        entry = self._data.get(key)
         if entry is None:
             return None
-        expires_at, data = entry
-        if expires_at <= time.time():
-            self._cache.delete(key)
+        if entry[0] <= self._time():
+            del self._data[key]
             return None
-        return data
+        return entry[1]
 
     def _put(self, key: str, data, *, ttl: float | None = None, keep: bool = False) -> None:
-        if keep:
-            entry = self._cache.get(key)
-            expires_at = entry[0] if entry else time.time() + (ttl or 1)
+        """Store ``data``; ``keep`` keeps the key's expiry (a new key gets ``ttl`` or 1 s)."""
+        now = self._time()
+        entry = self._data.get(key)
+        if keep and entry is not None and entry[0] > now:
+            entry[1] = data
         else:
-            expires_at = time.time() + float(ttl or 1)
-        self._cache.set(key, (expires_at, data), max(0.001, expires_at - time.time()))
+            self._put_at(key, data, now + float(ttl or 1))
+        self._sweep(now, self.SWEEP_BATCH)
+
+    def _put_at(self, key: str, data, expires_at: float) -> None:
+        entry = self._data.get(key)
+        if entry is not None and entry[0] == expires_at:
+            entry[1] = data
+            return
+        self._data[key] = [expires_at, data]
+        heapq.heappush(self._expiry, (expires_at, key))
+
+    def _sweep(self, now: float, budget: int) -> None:
+        """Free up to ``budget`` expired entries (stale heap entries are only popped)."""
+        heap, data = self._expiry, self._data
+        while budget > 0 and heap and heap[0][0] <= now:
+            _, key = heapq.heappop(heap)
+            entry = data.get(key)
+            if entry is not None and entry[0] <= now:
+                del data[key]
+                budget -= 1
+        if len(heap) > 2 * len(data) + 1024:  # moved or deleted keys left stale entries
+            self._expiry = [(entry[0], key) for key, entry in data.items()]
+            heapq.heapify(self._expiry)
+
+    def _make_room(self, key: str) -> None:
+        if key in self._data:
+            return
+        limit = settings.LOCAL_STORE_MAX_ENTRIES
+        if len(self._data) >= limit:
+            self._sweep(self._time(), len(self._expiry))
+            if len(self._data) >= limit:
+                raise StoreFull(f"the embedded store holds {limit} entries")
 
     def hash_create(self, key: str, mapping: dict[str, Any], ttl: float) -> None:
         with self._lock:
+            self._make_room(key)
             self._put(key, {f: _enc(v) for f, v in mapping.items()}, ttl=ttl)
 
     def hash_get(self, key: str) -> dict[str, str] | None:
@@ -504,14 +724,14 @@ class LocalKV:
 
     def ttl(self, key: str) -> float | None:
         with self._lock:
-            entry = self._cache.get(key)
-            return None if entry is None else max(0.0, entry[0] - time.time())
+            if self._get(key) is None:
+                return None
+            return max(0.0, self._data[key][0] - self._time())
 
     def delete(self, *keys: str) -> None:
         with self._lock:
             for k in keys:
-                self._cache.delete(k)
-                self._indexes.pop(k, None)
+                self._data.pop(k, None)  # its heap entry is stale now, and only popped
 
     def claim(self, key: str, ttl: float) -> bool:
         with self._lock:
@@ -615,23 +835,72 @@ class LocalKV:
         with self._lock:
             return [(self._get(k) or {}).get(field) for k in keys]
 
-    # Sorted indexes are native dicts too (the task index holds every task); each has an
-    # expiry of its own, like a Redis key.
+    def hash_get_many(self, keys: list[str]) -> list[dict[str, str] | None]:
+        with self._lock:
+            return [dict(d) if (d := self._get(k)) else None for k in keys]
+
+    def hash_cas_counted(
+        self,
+        key: str,
+        field: str,
+        allowed: dict[str, int],
+        mapping: dict[str, Any],
+        *,
+        counter: tuple[str, str],
+    ) -> tuple[bool, str | None]:
+        with self._lock:
+            ok, cur = self.hash_cas(key, field, tuple(allowed), mapping)
+            counts = self._get(counter[0]) if ok and allowed[cur] else None
+            if counts is not None:
+                counts[counter[1]] = str(int(counts.get(counter[1], 0)) + int(allowed[cur]))
+            return ok, cur
+
+    # Sorted indexes are native dicts in the same store (the task index holds every task),
+    # with an expiry like any key.
     def index_add(
         self, key: str, member: str, score: float, ttl: float, *, drop_below: float | None = None
     ) -> None:
         with self._lock:
-            expires_at, index = self._indexes.get(key, (0.0, {}))
-            if expires_at <= time.time():
-                index = {}
+            index = self._index(key)
             if drop_below is not None and len(index) % 100 == 0:
                 index = {m: sc for m, sc in index.items() if sc >= drop_below}
             index[member] = score
-            self._indexes[key] = (time.time() + ttl, index)
+            self._put(key, index, ttl=ttl)
+
+    def index_add_counted(
+        self,
+        key: str,
+        member: str,
+        score: float,
+        ttl: float,
+        *,
+        limit: int,
+        counter_key: str,
+        deltas: dict[str, int],
+    ) -> bool:
+        with self._lock:
+            index = self._index(key)
+            if member in index:
+                return True
+            if len(index) >= limit:
+                return False
+            index[member] = score
+            self._put(key, index, ttl=ttl)
+            counts = self._get(counter_key) or {}
+            for f, d in deltas.items():
+                counts[f] = str(int(counts.get(f, 0)) + int(d))
+            self._put(counter_key, counts, ttl=ttl)
+            return True
 
     def _index(self, key: str) -> dict[str, float]:
-        expires_at, index = self._indexes.get(key, (0.0, {}))
-        return index if expires_at > time.time() else {}
+        index = self._get(key)
+        return index if index is not None else {}
+
+    def index_range(self, key: str, *, offset: int, limit: int | None) -> list[str]:
+        with self._lock:
+            index = self._index(key)
+            rows = sorted(index, key=lambda m: (index[m], m))
+            return rows[offset : None if limit is None else offset + _positive(limit)]
 
     def index_members(self, key: str) -> list[str]:
         with self._lock:
@@ -652,8 +921,17 @@ class LocalKV:
             return [m for _, m in due]
 
     def emit(
-        self, hash_key: str, list_key: str, *, payload: str, cap: int, buffered: bool
+        self,
+        hash_key: str,
+        list_key: str,
+        *,
+        payload: str,
+        cap: int,
+        buffered: bool,
+        max_bytes: int = 0,
+        tally_field: str = "",
     ) -> int | None:
+        _check_tally(max_bytes, tally_field)
         with self._lock:
             data = self._get(hash_key)
             if data is None:
@@ -663,9 +941,16 @@ class LocalKV:
             if buffered:
                 items = self._get(list_key) or []
                 items.append((seq, payload))
-                if len(items) > cap:
-                    data["lost_upto"] = str(items.pop(0)[0])
-                self._put(list_key, items, ttl=self.ttl(hash_key) or 1)
+                size = int(data.get(tally_field, 0)) + _size(seq, payload) if max_bytes else 0
+                lost = None
+                while items and (len(items) > cap or (max_bytes and size > max_bytes)):
+                    lost = items.pop(0)
+                    size -= _size(*lost) if max_bytes else 0
+                if max_bytes:
+                    data[tally_field] = str(size if items else 0)
+                if lost is not None:
+                    data["lost_upto"] = str(lost[0])
+                self._put_at(list_key, items, self._data[hash_key][0])
             self._put(hash_key, data, keep=True)
             return seq
 
@@ -673,10 +958,33 @@ class LocalKV:
         with self._lock:
             return list(self._get(list_key) or [])
 
-    def list_push(self, key: str, item: str, *, cap: int, ttl: float) -> int:
+    def list_push(
+        self,
+        key: str,
+        item: str,
+        *,
+        cap: int,
+        ttl: float,
+        max_bytes: int = 0,
+        tally: tuple[str, str] | None = None,
+    ) -> int:
+        if max_bytes:
+            _check_tally(max_bytes, tally and tally[1])
         with self._lock:
-            items = (self._get(key) or [])[-(cap - 1) :] if cap > 1 else []
+            if not max_bytes:
+                items = (self._get(key) or [])[-(cap - 1) :] if cap > 1 else []
+                items.append(item)
+                self._put(key, items, ttl=ttl)
+                return len(items)
+            counts = self._get(tally[0])
+            if counts is None:
+                return 0
+            items = self._get(key) or []
             items.append(item)
+            size = int(counts.get(tally[1], 0)) + _size(item)
+            while items and (len(items) > cap or size > max_bytes):
+                size -= _size(items.pop(0))
+            counts[tally[1]] = str(size if items else 0)
             self._put(key, items, ttl=ttl)
             return len(items)
 
@@ -686,6 +994,13 @@ class LocalKV:
 
     def ping(self) -> bool:
         return True
+
+
+def _size(*parts) -> int:
+    """Bytes of a stored item as Redis counts them: ``"<seq> <payload>"`` or the item."""
+    if len(parts) == 2:
+        return len(str(parts[0])) + 1 + len(parts[1].encode())
+    return len(parts[0].encode())
 
 
 def _enc(value: Any) -> str:

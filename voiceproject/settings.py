@@ -70,6 +70,27 @@ if SESSION_AUTH not in ("token", "off"):
 # Our own knobs (docs/operations.md).
 EVENT_BUFFER_SIZE = _env_int("EVENT_BUFFER_SIZE", 1024)
 MESSAGE_HISTORY_SIZE = _env_int("MESSAGE_HISTORY_SIZE", 200)
+# Quotas, so that one session cannot fill the store (docs/operations.md, "Limits").
+# Bytes of the replay buffer and of the message history per session, counted as stored
+# (sealed): the oldest go first, and a resume past what fell out gets ``events_lost``.
+# 1 MiB keeps the whole 1024-event buffer at its usual ~300 bytes an event, and the
+# contract's last 256 events even when each is a reply of MAX_REPLY_CHARS.
+EVENT_BUFFER_BYTES = _env_int("EVENT_BUFFER_BYTES", 1024 * 1024)
+MESSAGE_HISTORY_BYTES = _env_int("MESSAGE_HISTORY_BYTES", 256 * 1024)
+# Tasks one session may create in its life (every state counts: each record is kept for
+# TASK_TTL_HOURS). 200 is far beyond what one person says in a day and bounds a session's
+# tasks to about 200 KB of store.
+MAX_TASKS_PER_SESSION = _env_int("MAX_TASKS_PER_SESSION", 200)
+# A task's text (what follows "remind me to", "add", "take a note"): longer is refused.
+MAX_TASK_TEXT_CHARS = _env_int("MAX_TASK_TEXT_CHARS", 500)
+# A reply's text; "what is on my list" reads out at most LIST_REPLY_ITEMS items within it,
+# then says how many more there are.
+MAX_REPLY_CHARS = _env_int("MAX_REPLY_CHARS", 1000)
+LIST_REPLY_ITEMS = _env_int("LIST_REPLY_ITEMS", 10)
+# Entries (session records, lists, task records, indexes, used tokens) the embedded store
+# holds without Redis. A new session or task past it is refused (503 over REST), and live
+# ones are never dropped to make room. A used session takes about 7 entries.
+LOCAL_STORE_MAX_ENTRIES = _env_int("LOCAL_STORE_MAX_ENTRIES", 1_000_000)
 SOCKET_TICK_SECONDS = _env_float("SOCKET_TICK_SECONDS", 0.5)
 # A live socket marks its session every SOCKET_ALIVE_SECONDS; a session whose socket has not
 # for three times that (its worker was killed) reads as waiting for a reconnect (``created``).
@@ -245,11 +266,14 @@ if REDIS_URL:
 else:
     CACHES = {
         "default": {
+            # Names the embedded store: voiceproject.kv.LocalKV keeps session and task state
+            # in dicts of its own, freeing what expires and refusing new sessions past
+            # LOCAL_STORE_MAX_ENTRIES, so nothing live is ever culled. (LocMemCache would
+            # free an expired entry only when read, and CULL_FREQUENCY 0 wipes it all when
+            # full.) Nothing is stored in this cache itself.
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
             "LOCATION": "voice-state",
             "TIMEOUT": None,
-            # Never cull: culling would silently drop live sessions.
-            "OPTIONS": {"MAX_ENTRIES": 10_000_000, "CULL_FREQUENCY": 0},
         },
         "throttle": {
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
