@@ -128,7 +128,10 @@ def slot_extend(*, namespace_id: str, session_id: str, until: float) -> bool:
 
 
 def slot_release(*, namespace_id: str, session_id: str) -> None:
-    get_kv().lease_release(_namespace_key(namespace_id), session_id)
+    """Give the slot back; the namespace's key tag goes with its last live session."""
+    get_kv().lease_release_owned(
+        _namespace_key(namespace_id), _namespace_key(namespace_id, "key"), session_id
+    )
 
 
 # the index of live sessions -------------------------------------------------------------------

@@ -38,7 +38,8 @@ _DURATION = re.compile(
     r"\b(?:in|after|within)\b.*\b(?:seconds?|minutes?|hours?|days?|weeks?|months?|years?)\b|"
     r"\bnext (?:week|month|year)\b"
 )
-_HUGE_DURATION = re.compile(r"\bin \d{4,} ")
+_HUGE_DURATION = re.compile(r"\bin \d{4,} \w+")
+_CLOCK_DURATION = re.compile(r"\b(?:seconds?|minutes?|hours?)\b")
 
 
 @dataclass(frozen=True)
@@ -78,25 +79,22 @@ def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
-def _search(written: str, base: datetime, zone: str):
+def _search(written: str, base: datetime):
+    """Time phrases with their wall-clock times, relative to the naive local ``base``.
+
+    The parser is given no zone: it computes on wall clocks, and this module attaches the
+    session's zone itself, so a time across a DST change keeps the hour that was said.
+    """
     from dateparser.search import search_dates
 
     found = search_dates(
-        written,
-        languages=["en"],
-        settings={
-            "PREFER_DATES_FROM": "future",
-            "RELATIVE_BASE": base,
-            "TIMEZONE": zone,
-            "TO_TIMEZONE": zone,
-            "RETURN_AS_TIMEZONE_AWARE": True,
-        },
+        written, languages=["en"], settings={"PREFER_DATES_FROM": "future", "RELATIVE_BASE": base}
     )
     return [(p, d) for p, d in (found or []) if _NAMES_A_TIME.search(p)]
 
 
 _NAMES_A_DAY = re.compile(
-    r"\b(?:today|tonight|tomorrow|monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
+    r"\b(?:yesterday|today|tonight|tomorrow|monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
     r"week|january|february|march|april|may|june|july|august|september|october|november|"
     r"december|\d{1,2}(?:st|nd|rd|th))\b"
 )
@@ -144,19 +142,23 @@ def find(text: str, *, now: float, zone: str) -> Found:
     tz = _zone(zone)
     local_now = datetime.fromtimestamp(now, tz)
     written = _written(text, local_now.date())
+    base = local_now.replace(tzinfo=None)
+    huge = _HUGE_DURATION.search(written)
+    if huge:  # "in 99999999999 hours": no parser needed to know it is too far
+        return Found(None, _tidy(written.replace(huge.group(0), " ")), "too_far")
     try:
-        hits = _search(written, local_now.replace(tzinfo=None), zone)
+        hits = _search(written, base)
     except (OverflowError, ValueError, ArithmeticError):
         hits = []
-        if _HUGE_DURATION.search(f"{written} "):
-            return Found(None, _tidy(text), "too_far")
     if not hits:
-        if _HUGE_DURATION.search(f"{written} "):
-            return Found(None, _tidy(text), "too_far")
         return Found(None, _tidy(text))
     phrase, when = hits[-1]  # the time is usually said last when there are two candidates
     try:
-        when = _settle(phrase, when.astimezone(tz), local_now)
+        if _DURATION.search(phrase) and _CLOCK_DURATION.search(phrase):
+            # "in 3 hours": elapsed time, whatever the wall clock does meanwhile
+            when = datetime.fromtimestamp(now + (when - base).total_seconds(), tz)
+        else:
+            when = _settle(phrase, when.replace(tzinfo=tz), local_now)
     except (OverflowError, ValueError):
         return Found(None, _tidy(text), "too_far")
     rest = _tidy(_cut(text.split(), phrase, local_now.date()))

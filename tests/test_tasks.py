@@ -3,6 +3,7 @@
 import time
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.test import override_settings
 
 from tasks_app import scheduler, selectors, services, states
@@ -250,12 +251,14 @@ async def test_a_reminder_coming_due_on_a_live_session_is_said(backend, api):
     assert event["task"]["state"] == "queued", "it waits for its time"
     assert await comm.receive_nothing(timeout=0.3)
     clock.advance(10 * 60 + 1)
+    assert await sync_to_async(scheduler.run_due, thread_sensitive=False)() == 1
     events = await receive_until(comm, "response")
     states = [e["task"]["state"] for e in events if e["type"] == "task.updated"]
     assert states == ["running", "completed"]
     said = events[-1]
     assert said["text"] == "Reminder: stretch" and said["task_id"] == task["id"]
     clock.advance(60)
+    assert await sync_to_async(scheduler.run_due, thread_sensitive=False)() == 0
     assert await comm.receive_nothing(timeout=0.3), "a reminder is said once"
     await comm.disconnect()
 

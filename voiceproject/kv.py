@@ -74,6 +74,14 @@ redis.call('SET', KEYS[2], ARGV[6], 'PX', redis.call('PTTL', KEYS[1]))
 return 1
 """
 
+# KEYS[1] lease zset, KEYS[2] its owner tag. ARGV: member. Releases the lease; the tag goes
+# with the last one, so an empty set leaves nothing behind.
+_LUA_LEASE_RELEASE_OWNED = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
 # KEYS[1] sorted index. ARGV: upto, limit. Takes out and returns the members scored at or
 # below ``upto`` (at most ``limit``): each is handed to exactly one caller, on any worker.
 _LUA_INDEX_POP_UPTO = """
@@ -285,6 +293,7 @@ class RedisKV:
                 "lease_acquire": _LUA_LEASE_ACQUIRE,
                 "lease_acquire_owned": _LUA_LEASE_ACQUIRE_OWNED,
                 "index_pop_upto": _LUA_INDEX_POP_UPTO,
+                "lease_release_owned": _LUA_LEASE_RELEASE_OWNED,
                 "lease_extend": _LUA_LEASE_EXTEND,
                 "hupdate": _LUA_HUPDATE,
                 "hincr": _LUA_HINCR,
@@ -430,6 +439,9 @@ class RedisKV:
 
     def lease_extend(self, key: str, member: str, *, until: float, ttl: float) -> bool:
         return self._script("lease_extend", [key], [member, until, _ms(ttl)], bool)
+
+    def lease_release_owned(self, key: str, owner_key: str, member: str) -> None:
+        return self._script("lease_release_owned", [key, owner_key], [member], lambda _: None)
 
     def lease_release(self, key: str, member: str) -> None:
         return self._call("zrem", self._k(key), member, shape=lambda _: None)
@@ -812,6 +824,9 @@ class LocalKV:
                 return False
             self._lease_write(leases, key, member, until)
             return True
+
+    def lease_release_owned(self, key: str, owner_key: str, member: str) -> None:
+        self.lease_release(key, member)  # the owner tag lives with the set here
 
     def lease_release(self, key: str, member: str) -> None:
         with self._lock:
