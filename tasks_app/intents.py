@@ -8,6 +8,12 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+# A due time further ahead than this is refused with a polite reply, never a task: absurd
+# numbers ("in 99999999999 hours", 400 digits) cannot reach the clock's arithmetic.
+MAX_AHEAD_SECONDS = 366 * 86400
+_MAX_DIGITS = 9  # a longer number is certainly too far ahead; it is never converted
+TOO_FAR = "too_far"
+
 _NUMBERS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
     "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
@@ -22,6 +28,7 @@ class Intent:
     name: str  # reminder, todo, note, list, cancel_last, confirm, unknown
     text: str = ""
     slots: dict = field(default_factory=dict)
+    problem: str = ""  # why the intent cannot be carried out (TOO_FAR), or ""
 
 
 def normalise(text: str) -> str:
@@ -37,7 +44,9 @@ def _number(words: list[str]) -> tuple[int | None, int]:
     """Parse a number at the start of ``words``: (value, words used)."""
     if not words:
         return None, 0
-    if words[0].isdigit():
+    if words[0].isdecimal():  # not isdigit(): "²" is a digit that int() refuses
+        if len(words[0]) > _MAX_DIGITS:
+            return _HUGE, 1
         return int(words[0]), 1
     if words[0] not in _NUMBERS:
         return None, 0
@@ -47,11 +56,15 @@ def _number(words: list[str]) -> tuple[int | None, int]:
     return value, 1
 
 
+_HUGE = 10**_MAX_DIGITS  # stands for any longer number: far past MAX_AHEAD_SECONDS in any unit
 _UNITS = {"second": 1, "seconds": 1, "minute": 60, "minutes": 60, "hour": 3600, "hours": 3600}
 
 
 def _parse_when(words: list[str], now: float) -> tuple[float | None, int]:
-    """The due-time phrase that ends a reminder: (due, index where it starts)."""
+    """The due-time phrase that ends a reminder: (due, index where it starts).
+
+    A due time past ``MAX_AHEAD_SECONDS`` comes back as ``inf``.
+    """
     for start in range(len(words)):
         due = _when(words[start:], now)
         if due is not None:
@@ -64,7 +77,8 @@ def _when(tail: list[str], now: float) -> float | None:
     if head == "in":
         value, used = _number(rest)
         if value is not None and len(rest) == used + 1 and rest[used] in _UNITS:
-            return now + value * _UNITS[rest[used]]
+            ahead = value * _UNITS[rest[used]]  # ints: exact, and never an OverflowError
+            return now + ahead if ahead <= MAX_AHEAD_SECONDS else float("inf")
     elif head == "at":
         hm = _clock_time(rest)
         if hm is not None:
@@ -148,6 +162,8 @@ def parse(text: str, *, now: float) -> Intent:
             what = " ".join(words[:start]).strip()
             if what in ("", "to"):
                 continue
+            if due is not None and due - now > MAX_AHEAD_SECONDS:
+                return Intent("reminder", what, problem=TOO_FAR)
             return Intent("reminder", what, {"due_at": due if due is not None else now + 3600})
         if name in ("todo", "note") and not what:
             continue

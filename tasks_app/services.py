@@ -217,7 +217,9 @@ def utterance_handle(*, session_id: str, text: str, utterance_id: str) -> dict:
     intent = intents.parse(text, now=clock.now())
     logger.info("utterance_intent", session_id=session_id, intent=intent.name)
     task = None
-    if intent.name in ("reminder", "todo", "note"):
+    if intent.problem == intents.TOO_FAR:
+        reply = "That time is too far away. I can set reminders up to a year ahead."
+    elif intent.name in ("reminder", "todo", "note"):
         payload = {"text": intent.text, **intent.slots}
         task = task_create(session_id=session_id, task_type=intent.name, payload=payload)
         reply = _reply_for_task(intent, task)
