@@ -82,6 +82,10 @@ RECOGNIZER_ENGINE = os.environ.get(
 # holds a recognizer for its whole duration but needs CPU only for each 200 ms batch.
 RECOGNIZER_POOL_SIZE = _env_int("RECOGNIZER_POOL_SIZE", 4 * (os.cpu_count() or 2))
 RECOGNIZER_PROCESSES = _env_int("RECOGNIZER_PROCESSES", os.cpu_count() or 2)
+# An utterance waits at most this long for a free recognizer (then error recognizer_busy),
+# and one that gets no audio for RECOGNIZER_IDLE_SECONDS is ended, its recognizer freed.
+RECOGNIZER_WAIT_SECONDS = _env_float("RECOGNIZER_WAIT_SECONDS", 5.0)
+RECOGNIZER_IDLE_SECONDS = _env_float("RECOGNIZER_IDLE_SECONDS", 5.0)
 WORKER_HEARTBEAT_SECONDS = _env_float("WORKER_HEARTBEAT_SECONDS", 10)
 TASK_RUNNER = os.environ.get("TASK_RUNNER", "worker" if REDIS_URL else "inprocess")
 TASK_WORKER_CHANNEL = "voice-tasks"  # on the "tasks" channel layer

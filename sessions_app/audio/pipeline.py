@@ -13,9 +13,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
+from django.conf import settings
 
 from sessions_app.audio.formats import TARGET_RATE, Decoder, FormatError
-from sessions_app.audio.recognizer import get_pool
+from sessions_app.audio.recognizer import RecognizerBusy, get_pool
 from sessions_app.audio.vad import Segmenter
 from voiceproject.metrics import RECOGNITION_LATENCY
 
@@ -47,11 +48,14 @@ class _Utterance:
         self.pending = bytearray()
         self.total = 0
         self.ended = False
+        self.dropped = False  # recognition gave up on it: its audio is no longer kept
         self.ended_at = 0.0
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
 
     def add(self, pcm: bytes) -> None:
+        if self.dropped:
+            return
         self.pending += pcm
         self.total += len(pcm)
         if len(self.pending) >= BATCH_BYTES:
@@ -154,13 +158,36 @@ class AudioPipeline:
             logger.warning("pipeline_task_failed", error_type=type(task.exception()).__name__)
 
     async def _recognize(self, utt: _Utterance) -> None:
+        """Recognize one utterance in a pooled recognizer, and always give it back.
+
+        Waiting for a free recognizer is bounded (``RECOGNIZER_WAIT_SECONDS``: then the error
+        ``recognizer_busy``). An utterance that gets no audio for ``RECOGNIZER_IDLE_SECONDS``
+        is ended as if committed, so an owner that went quiet or away (a client stalled
+        mid-word, a pipeline nobody closed) holds no recognizer past that.
+        """
         pool = get_pool()
-        recognizer = await pool.acquire()
+        try:
+            recognizer = await pool.acquire(timeout=settings.RECOGNIZER_WAIT_SECONDS or None)
+        except RecognizerBusy:
+            logger.warning("recognizer_busy", pool_size=pool.size)
+            utt.dropped = True
+            utt.pending.clear()
+            await self._report(self.sink.failed(utt.id, "recognizer_busy"))
+            return
         last_partial = ""
+        idle = settings.RECOGNIZER_IDLE_SECONDS or None
         try:
             await recognizer.start(self.recognizer_context)
             while True:
-                await utt.wake.wait()
+                try:
+                    await asyncio.wait_for(utt.wake.wait(), idle)
+                except TimeoutError:
+                    logger.info("utterance_idle_ended")
+                    if utt is self.utterance:
+                        self.segmenter.force_stop()
+                        self._stop()  # as if committed: speech.stopped, then the final
+                    else:
+                        utt.end()
                 utt.wake.clear()
                 batch = bytes(utt.pending)
                 utt.pending.clear()
@@ -177,6 +204,8 @@ class AudioPipeline:
             raise
         except Exception as exc:
             logger.warning("recognition_failed", error_type=type(exc).__name__)
+            utt.dropped = True
+            utt.pending.clear()
             await self._report(self.sink.failed(utt.id, "recognition_failed"))
             return
         finally:
