@@ -86,6 +86,14 @@ RECOGNIZER_PROCESSES = _env_int("RECOGNIZER_PROCESSES", os.cpu_count() or 2)
 # and one that gets no audio for RECOGNIZER_IDLE_SECONDS is ended, its recognizer freed.
 RECOGNIZER_WAIT_SECONDS = _env_float("RECOGNIZER_WAIT_SECONDS", 5.0)
 RECOGNIZER_IDLE_SECONDS = _env_float("RECOGNIZER_IDLE_SECONDS", 5.0)
+# Text frames other than audio (typed utterances, pings, control messages) per socket: a
+# token bucket of SOCKET_MESSAGE_RATE a second after a burst of SOCKET_MESSAGE_BURST (0: off).
+SOCKET_MESSAGE_RATE = _env_float("SOCKET_MESSAGE_RATE", 10)
+SOCKET_MESSAGE_BURST = _env_float("SOCKET_MESSAGE_BURST", 20)
+# Embedded mode: messages queued per socket in the in-memory channel layer. Channels'
+# default of 100 dropped events in a burst of typed utterances (a message brings up to 5
+# events, so a full burst ~100); past this the socket is told events_lost, never silently.
+CHANNEL_CAPACITY = _env_int("CHANNEL_CAPACITY", 1000)
 WORKER_HEARTBEAT_SECONDS = _env_float("WORKER_HEARTBEAT_SECONDS", 10)
 TASK_RUNNER = os.environ.get("TASK_RUNNER", "worker" if REDIS_URL else "inprocess")
 TASK_WORKER_CHANNEL = "voice-tasks"  # on the "tasks" channel layer
@@ -242,7 +250,10 @@ else:
         },
     }
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
+        "default": {
+            "BACKEND": "voiceproject.layer.InMemoryChannelLayer",
+            "CONFIG": {"capacity": CHANNEL_CAPACITY},
+        },
         "tasks": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
     }
 
