@@ -84,9 +84,9 @@ class RateLimiter:
     """A token bucket: audio bytes at ``factor`` times real time, or messages per second.
 
     It refills at ``bytes_per_second * factor`` a second up to a burst of ``burst_seconds``
-    of that. Refused units are charged too, so a client that keeps sending past the limit
-    runs into debt (``tokens`` below 0) and must slow down to get out of it. A factor of 0
-    turns the limit off (benchmarks that stream as fast as they can).
+    of that. A refused call is charged (audio: the socket closes anyway) unless the caller
+    hands it back with :meth:`refund`. A factor of 0 turns the limit off (benchmarks that
+    stream as fast as they can).
     """
 
     def __init__(self, *, bytes_per_second: float, factor: float, burst_seconds: float):
@@ -104,6 +104,14 @@ class RateLimiter:
         self.stamp = now
         self.tokens -= n
         return self.tokens >= 0
+
+    def refund(self, n: int) -> None:
+        """Give back what a refused call took (what was refused was not done)."""
+        self.tokens += n
+
+    def wait_for(self, n: int) -> float:
+        """Seconds until ``n`` would be allowed."""
+        return max(0.0, (n - self.tokens) / self.rate) if self.rate else 0.0
 
 
 class VoiceConsumer(AsyncWebsocketConsumer):
@@ -275,7 +283,7 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         self.rx = self.processed = 0
         self.errors_in_row = 0
         self.erred = False
-        self.limited = False
+        self.refused_in_row = 0
         self.messages = RateLimiter(
             bytes_per_second=1,
             factor=settings.SOCKET_MESSAGE_RATE,
@@ -421,22 +429,26 @@ class VoiceConsumer(AsyncWebsocketConsumer):
             self.errors_in_row = 0  # only a message handled without an error ends a run
 
     async def _message_allowed(self) -> bool:
-        """The per-socket message rate: past it, one ``rate_limited`` error per run of
-        refused messages; a client that keeps sending a further burst past it gets 4429."""
+        """The per-socket message rate (``SOCKET_MESSAGE_RATE`` after ``SOCKET_MESSAGE_BURST``).
+
+        A message past it is dropped; the first of a run of dropped messages gets one
+        ``rate_limited`` error with ``retry_after_ms``. More than a burst's worth dropped in
+        a row (the client does not slow down) closes the socket with 4429.
+        """
         if self.messages.allow(1):
-            self.limited = False
+            self.refused_in_row = 0
             return True
-        if self.messages.tokens < -self.messages.capacity:
+        self.messages.refund(1)
+        self.refused_in_row += 1
+        if self.refused_in_row > settings.SOCKET_MESSAGE_BURST:
             await self._close(4429, "messages faster than the socket's message rate")
-        elif not self.limited:
-            self.limited = True
-            retry = -self.messages.tokens / self.messages.rate
+        elif self.refused_in_row == 1:
             await self._send_own(
                 {
                     "type": "error",
                     "code": "rate_limited",
                     "message": "Too many messages; this one was dropped. Slow down.",
-                    "retry_after_ms": int(retry * 1000) + 1,
+                    "retry_after_ms": int(self.messages.wait_for(1) * 1000) + 1,
                 }
             )
         return False
