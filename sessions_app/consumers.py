@@ -333,6 +333,8 @@ class VoiceConsumer(AsyncWebsocketConsumer):
                     "max_frame_bytes": settings.MAX_FRAME_BYTES,
                     "idle_timeout_seconds": settings.IDLE_TIMEOUT_SECONDS,
                     "max_audio_speed": settings.AUDIO_RATE_LIMIT_FACTOR,
+                    "max_message_rate": settings.SOCKET_MESSAGE_RATE,
+                    "message_burst": settings.SOCKET_MESSAGE_BURST,
                     "expires_at": clock.iso(self.expires_at),
                 },
             }
@@ -527,7 +529,9 @@ class VoiceConsumer(AsyncWebsocketConsumer):
             session_id=self.session_id, after_seq=last_seq
         )
         if lost:
-            await self._error("events_lost", "Some events after last_seq are no longer buffered")
+            await self._error(
+                "events_lost", "Some events after last_seq are no longer buffered", counts=False
+            )
         for event in events:
             await self.send(text_data=json.dumps(event))
             self.replayed_upto = max(self.replayed_upto, event["seq"])
