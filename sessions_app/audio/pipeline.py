@@ -51,13 +51,14 @@ class _Utterance:
         self.dropped = False  # recognition gave up on it: its audio is no longer kept
         self.ended_at = 0.0
         self.wake = asyncio.Event()
+        self.ended_event = asyncio.Event()
         self.task: asyncio.Task | None = None
 
     def add(self, pcm: bytes) -> None:
+        self.total += len(pcm)  # also when dropped: a 30 s utterance is still ended
         if self.dropped:
             return
         self.pending += pcm
-        self.total += len(pcm)
         if len(self.pending) >= BATCH_BYTES:
             self.wake.set()
 
@@ -65,6 +66,7 @@ class _Utterance:
         self.ended = True
         self.ended_at = time.monotonic()
         self.wake.set()
+        self.ended_event.set()
 
 
 class AudioPipeline:
@@ -170,12 +172,11 @@ class AudioPipeline:
             recognizer = await pool.acquire(timeout=settings.RECOGNIZER_WAIT_SECONDS or None)
         except RecognizerBusy:
             logger.warning("recognizer_busy", pool_size=pool.size)
-            utt.dropped = True
-            utt.pending.clear()
-            await self._report(self.sink.failed(utt.id, "recognizer_busy"))
+            await self._fail_when_ended(utt, "recognizer_busy")
             return
         last_partial = ""
         idle = settings.RECOGNIZER_IDLE_SECONDS or None
+        failure = ""
         try:
             await recognizer.start(self.recognizer_context)
             while True:
@@ -204,18 +205,27 @@ class AudioPipeline:
             raise
         except Exception as exc:
             logger.warning("recognition_failed", error_type=type(exc).__name__)
-            utt.dropped = True
-            utt.pending.clear()
-            await self._report(self.sink.failed(utt.id, "recognition_failed"))
-            return
+            failure = "recognition_failed"
         finally:
             # The worker runs a slot's requests in order, so a slot whose utterance was
             # cancelled mid-call is safe to hand to the next utterance at once.
             pool.release(recognizer)
+        if failure:
+            await self._fail_when_ended(utt, failure)
+            return
         if utt.total < MIN_UTTERANCE_BYTES or not text.strip():
             await self._report(self.sink.failed(utt.id, "no_speech_recognized"))
             return
         await self._report(self.sink.final(utt.id, text.strip()))
+
+    async def _fail_when_ended(self, utt: _Utterance, code: str) -> None:
+        """Drop an utterance's audio, and say it failed once it ends (after its
+        ``speech.stopped``, so that the session's status comes back to ``connected``)."""
+        utt.dropped = True
+        utt.pending.clear()
+        with contextlib.suppress(TimeoutError):  # a 30 s utterance is ended anyway
+            await asyncio.wait_for(utt.ended_event.wait(), MAX_UTTERANCE_BYTES / (TARGET_RATE * 2))
+        await self._report(self.sink.failed(utt.id, code))
 
     async def close(self) -> None:
         """Stop recognizing (the socket is gone); utterances in flight are dropped."""
