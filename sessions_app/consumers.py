@@ -69,6 +69,11 @@ def _no_constant(name: str):
 _decode_json = json.JSONDecoder(parse_constant=_no_constant).decode
 
 
+def _short(session_id: str | None) -> str | None:
+    """An id as logs carry it: its first 8 characters (the log filter cuts them too)."""
+    return session_id[:8] if session_id else session_id
+
+
 def _where(exc: BaseException) -> str:
     """Where an exception was raised, as ``file:line``: for logs, never its message (which
     may quote what the user said)."""
@@ -141,7 +146,7 @@ class VoiceConsumer(AsyncWebsocketConsumer):
             code = 1011
             logger.error(
                 "socket_failed",
-                session_id=self.session_id,
+                session_id=_short(self.session_id),
                 error_type=type(exc).__name__,
                 where=_where(exc),
             )
@@ -397,7 +402,7 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         except Exception as exc:
             logger.error(
                 "socket_frame_failed",
-                session_id=self.session_id,
+                session_id=_short(self.session_id),
                 error_type=type(exc).__name__,
                 where=_where(exc),
             )
@@ -585,7 +590,7 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         except Exception as exc:
             logger.error(
                 "utterance_failed",
-                session_id=self.session_id,
+                session_id=_short(self.session_id),
                 error_type=type(exc).__name__,
                 where=_where(exc),
             )
