@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 import structlog
 from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
-from channels.exceptions import StopConsumer
+from channels.exceptions import ChannelFull, StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -48,16 +48,50 @@ CLOSE_NAMES = {
     4413: "frame_too_large",
     4429: "too_fast",
 }
+FAILURE_MESSAGES = {
+    "": "Nothing was recognized in that utterance",
+    "recognizer_busy": "Every recognizer is busy; that utterance was not recognized. Try again",
+}
 _handle_utterance = sync_to_async(task_services.utterance_handle, thread_sensitive=False)
 _announce_reminder = sync_to_async(task_services.reminder_announce, thread_sensitive=False)
 _expire_draft = sync_to_async(task_services.task_expire_draft, thread_sensitive=False)
 _list_tasks = sync_to_async(task_selectors.task_list, thread_sensitive=False)
 
 
-class RateLimiter:
-    """A token bucket in bytes: audio may run ``factor`` times real time, after a burst.
+# Exceptions that mean the state store or the channel layer is gone: the socket closes 1011.
+UNAVAILABLE = (KVUnavailable, RedisError, OSError)
 
-    A factor of 0 turns the limit off (benchmarks that stream as fast as they can).
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity, -Infinity: Python's extension
+
+
+_decode_json = json.JSONDecoder(parse_constant=_no_constant).decode
+
+
+def _short(session_id: str | None) -> str | None:
+    """An id as logs carry it: its first 8 characters (the log filter cuts them too)."""
+    return session_id[:8] if session_id else session_id
+
+
+def _where(exc: BaseException) -> str:
+    """Where an exception was raised, as ``file:line``: for logs, never its message (which
+    may quote what the user said)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return ""
+    return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+
+
+class RateLimiter:
+    """A token bucket: audio bytes at ``factor`` times real time, or messages per second.
+
+    It refills at ``bytes_per_second * factor`` a second up to a burst of ``burst_seconds``
+    of that. A refused call is charged (audio: the socket closes anyway) unless the caller
+    hands it back with :meth:`refund`. A factor of 0 turns the limit off (benchmarks that
+    stream as fast as they can).
     """
 
     def __init__(self, *, bytes_per_second: float, factor: float, burst_seconds: float):
@@ -76,6 +110,14 @@ class RateLimiter:
         self.tokens -= n
         return self.tokens >= 0
 
+    def refund(self, n: int) -> None:
+        """Give back what a refused call took (what was refused was not done)."""
+        self.tokens += n
+
+    def wait_for(self, n: int) -> float:
+        """Seconds until ``n`` would be allowed."""
+        return max(0.0, (n - self.tokens) / self.rate) if self.rate else 0.0
+
 
 class VoiceConsumer(AsyncWebsocketConsumer):
     session_id: str | None = None
@@ -83,18 +125,65 @@ class VoiceConsumer(AsyncWebsocketConsumer):
     pipeline: AudioPipeline | None = None
 
     async def __call__(self, scope, receive, send):
-        """Serve the socket; if the state store or channel layer fails, close with 1011."""
+        """Serve the socket. Whatever ends it, the cleanup of :meth:`disconnect` runs.
+
+        Frame handlers turn their own exceptions into ``error`` events (:meth:`receive`), so
+        what reaches here cannot be recovered: the state store or the channel layer failed
+        (1011 "state unavailable"), or a bug outside a frame handler (1011 "internal
+        error"). A cancelled application (the server gave up on a gone client) is cleaned
+        up as well.
+        """
         self._accepted = False
+        self._cleaned = False
+        code = 1006
         try:
             await self._serve(scope, receive, send)
-        except (KVUnavailable, RedisError, OSError) as exc:
+        except UNAVAILABLE as exc:
+            code = 1011
             logger.warning("socket_state_unavailable", error_type=type(exc).__name__)
+            await self._fail(send, "state unavailable", stamp=False)
+        except Exception as exc:
+            code = 1011
+            logger.error(
+                "socket_failed",
+                session_id=_short(self.session_id),
+                error_type=type(exc).__name__,
+                where=_where(exc),
+            )
+            await self._fail(send, "internal error", stamp=True)
+        finally:
+            # Shielded: a second cancel must not cut the cleanup short.
+            await asyncio.shield(self._cleanup(code))
+
+    async def _fail(self, send, reason: str, *, stamp: bool) -> None:
+        """Say why (an ``error`` with ``close_code`` 1011), then close; never raises."""
+        metrics.SOCKET_CLOSES.labels(code="1011").inc()
+        event = _close_event(1011, reason, seq=0)
+        if stamp and self.session_id is not None:
             with contextlib.suppress(Exception):
-                if not self._accepted:
-                    await send({"type": "websocket.accept"})
-                event = _close_event(1011, "state unavailable", seq=0)
-                await send({"type": "websocket.send", "text": json.dumps(event)})
-                await send({"type": "websocket.close", "code": 1011})
+                out = await services.session_aemit(
+                    session_id=self.session_id, event=_close_event(1011, reason), broadcast=False
+                )
+                event = out or event
+        with contextlib.suppress(Exception):
+            if not self._accepted:
+                await send({"type": "websocket.accept"})
+            await send({"type": "websocket.send", "text": json.dumps(event)})
+            await send({"type": "websocket.close", "code": 1011})
+
+    async def _cleanup(self, code: int) -> None:
+        """Leave the groups and run :meth:`disconnect`, once, whatever happened before."""
+        if self._cleaned:
+            return
+        self._cleaned = True
+        layer = getattr(self, "channel_layer", None)
+        for group in self.groups or ():
+            with contextlib.suppress(Exception):
+                await layer.group_discard(group, self.channel_name)
+        try:
+            await self.disconnect(code)
+        except Exception as exc:
+            logger.error("socket_cleanup_failed", error_type=type(exc).__name__, where=_where(exc))
 
     async def _serve(self, scope, receive, send):
         """Channels' ``AsyncConsumer.__call__`` with a dispatch loop that costs no task per frame.
@@ -167,9 +256,7 @@ class VoiceConsumer(AsyncWebsocketConsumer):
 
     async def websocket_disconnect(self, message):
         """Leave the group and stop (again without the DB clean-up)."""
-        for group in self.groups:
-            await self.channel_layer.group_discard(group, self.channel_name)
-        await self.disconnect(message.get("code", 1006))
+        await self._cleanup(message.get("code", 1006))
         raise StopConsumer()
 
     # connect ------------------------------------------------------------------------------------
@@ -201,6 +288,13 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         self.group = services.group_name(session_id)
         self.rx = self.processed = 0
         self.errors_in_row = 0
+        self.erred = False
+        self.refused_in_row = 0
+        self.messages = RateLimiter(
+            bytes_per_second=1,
+            factor=settings.SOCKET_MESSAGE_RATE,
+            burst_seconds=settings.SOCKET_MESSAGE_BURST / (settings.SOCKET_MESSAGE_RATE or 1),
+        )
         self.audio_started = False
         self.replayed_upto = 0
         self.last_activity = self.alive_sent = time.monotonic()
@@ -246,6 +340,8 @@ class VoiceConsumer(AsyncWebsocketConsumer):
                     "max_frame_bytes": settings.MAX_FRAME_BYTES,
                     "idle_timeout_seconds": settings.IDLE_TIMEOUT_SECONDS,
                     "max_audio_speed": settings.AUDIO_RATE_LIMIT_FACTOR,
+                    "max_message_rate": settings.SOCKET_MESSAGE_RATE,
+                    "message_burst": settings.SOCKET_MESSAGE_BURST,
                     "expires_at": clock.iso(self.expires_at),
                 },
             }
@@ -258,51 +354,113 @@ class VoiceConsumer(AsyncWebsocketConsumer):
 
     # disconnect ---------------------------------------------------------------------------------
     async def disconnect(self, code):
-        """Flush counts; the socket is gone, the session stays until its end of life."""
+        """Flush counts; the socket is gone, the session stays until its end of life.
+
+        Runs once per socket, also after a crash (see :meth:`__call__`); each step runs even
+        if the one before it failed.
+        """
         if self.session_id is None:
             return
         metrics.SOCKETS_OPEN.dec()
         if self.tick_task is not None:
             self.tick_task.cancel()
-        if self.pipeline is not None:
-            await self.pipeline.close()
+        try:
+            if self.pipeline is not None:
+                await self.pipeline.close()  # its recognizer goes back to the pool
+        except Exception as exc:
+            logger.error("pipeline_close_failed", error_type=type(exc).__name__)
         try:
             await self._flush_counters()
             if not self.replaced:
                 await services.asession_detach(session_id=self.session_id, conn_gen=self.conn_gen)
-        except KVUnavailable:
+        except UNAVAILABLE:
             logger.warning("state_unavailable_on_disconnect", session_id=self.session_id)
+        except Exception as exc:
+            logger.error("socket_detach_failed", error_type=type(exc).__name__, where=_where(exc))
         logger.info("socket_closed", session_id=self.session_id, code=code)
 
     # frames from the client ---------------------------------------------------------------------
     async def receive(self, text_data=None, bytes_data=None):
-        """A frame: binary is audio, text is a JSON message."""
+        """A frame: binary is audio, text is a JSON message.
+
+        Any exception a frame causes becomes an ``error`` event (``message_failed``) and the
+        socket stays open; only the state store or the channel layer failing goes on to
+        :meth:`__call__` (1011). The ``try`` costs nothing on the audio path until it raises.
+        """
         if self.session_id is None or self.closing:
             return
         self.last_activity = time.monotonic()
-        if bytes_data is not None:
-            if len(bytes_data) > settings.MAX_FRAME_BYTES:
-                await self._close(4413, "frame too large")
+        try:
+            if bytes_data is not None:
+                if len(bytes_data) > settings.MAX_FRAME_BYTES:
+                    await self._close(4413, "frame too large")
+                    return
+                await self._audio(bytes_data)
                 return
-            await self._audio(bytes_data)
-            return
-        if text_data is None:
-            return
-        if len(text_data) > settings.MAX_FRAME_BYTES:
+            if text_data is not None:
+                await self._message(text_data)
+        except UNAVAILABLE:
+            raise
+        except Exception as exc:
+            logger.error(
+                "socket_frame_failed",
+                session_id=_short(self.session_id),
+                error_type=type(exc).__name__,
+                where=_where(exc),
+            )
+            await self._error("message_failed", "The server could not handle that message")
+
+    async def _message(self, text_data: str) -> None:
+        """A text frame: rate check, JSON, then its handler."""
+        if _utf8_size_over(text_data, settings.MAX_FRAME_BYTES):
             await self._close(4413, "frame too large")
             return
         try:
-            message = json.loads(text_data)
-        except ValueError:
+            message = _decode_json(text_data)
+        except (ValueError, RecursionError):  # nesting too deep for the parser is not JSON
+            message = None
+            kind = None
+        else:
+            kind = message.get("type") if isinstance(message, dict) else None
+        # Audio has its own limit, in bytes (``_audio``); everything else counts here.
+        if kind != "audio" and not await self._message_allowed():
+            return
+        if message is None:
             await self._error("bad_json", "Frame is not valid JSON")
             return
-        kind = message.get("type") if isinstance(message, dict) else None
         handler = self.MESSAGE_HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is None:
             await self._error("unknown_type", "Unknown or missing message type")
             return
-        self.errors_in_row = 0
+        self.erred = False
         await handler(self, message)
+        if not self.erred:
+            self.errors_in_row = 0  # only a message handled without an error ends a run
+
+    async def _message_allowed(self) -> bool:
+        """The per-socket message rate (``SOCKET_MESSAGE_RATE`` after ``SOCKET_MESSAGE_BURST``).
+
+        A message past it is dropped; the first of a run of dropped messages gets one
+        ``rate_limited`` error with ``retry_after_ms``. More than a burst's worth dropped in
+        a row (the client does not slow down) closes the socket with 4429.
+        """
+        if self.messages.allow(1):
+            self.refused_in_row = 0
+            return True
+        self.messages.refund(1)
+        self.refused_in_row += 1
+        if self.refused_in_row > settings.SOCKET_MESSAGE_BURST:
+            await self._close(4429, "messages faster than the socket's message rate")
+        elif self.refused_in_row == 1:
+            await self._send_own(
+                {
+                    "type": "error",
+                    "code": "rate_limited",
+                    "message": "Too many messages; this one was dropped. Slow down.",
+                    "retry_after_ms": int(self.messages.wait_for(1) * 1000) + 1,
+                }
+            )
+        return False
 
     async def _audio(self, chunk: bytes) -> None:
         """The hot path: rate check, count, decode and VAD in memory."""
@@ -353,12 +511,14 @@ class VoiceConsumer(AsyncWebsocketConsumer):
     async def on_audio(self, message: dict) -> None:
         data = message.get("data")
         if not isinstance(data, str):
-            await self._error("bad_audio", "audio.data must be base64 text")
+            if await self._message_allowed():  # no audio in it: it counts as a message
+                await self._error("bad_audio", "audio.data must be base64 text")
             return
         try:
             chunk = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
-            await self._error("bad_audio", "audio.data is not valid base64")
+            if await self._message_allowed():
+                await self._error("bad_audio", "audio.data is not valid base64")
             return
         await self._audio(chunk)
 
@@ -389,7 +549,9 @@ class VoiceConsumer(AsyncWebsocketConsumer):
             session_id=self.session_id, after_seq=last_seq
         )
         if lost:
-            await self._error("events_lost", "Some events after last_seq are no longer buffered")
+            await self._error(
+                "events_lost", "Some events after last_seq are no longer buffered", counts=False
+            )
         for event in events:
             await self.send(text_data=json.dumps(event))
             self.replayed_upto = max(self.replayed_upto, event["seq"])
@@ -421,11 +583,15 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         await self._utterance(text, utterance_id=utterance_id)
 
     async def failed(self, utterance_id: str, code: str) -> None:
-        await self._error(code, "Nothing was recognized in that utterance", counts=False)
+        await self._error(code, FAILURE_MESSAGES.get(code, FAILURE_MESSAGES[""]), counts=False)
         await self._status("connected")
 
     async def _utterance(self, text: str, *, utterance_id: str | None) -> None:
-        """A final utterance, spoken or typed, to intents and tasks (off the loop)."""
+        """A final utterance, spoken or typed, to intents and tasks (off the loop).
+
+        Whatever goes wrong on the way is an ``error`` event, and the session's status goes
+        back to ``connected``: events already sent (a stored draft's ``task.created``) stay.
+        """
         await self._status("processing")
         metrics.UTTERANCES.labels(source="text" if utterance_id is None else "speech").inc()
         try:
@@ -437,6 +603,16 @@ class VoiceConsumer(AsyncWebsocketConsumer):
             )
         except KVUnavailable:
             await self._error("state_unavailable", "Try again shortly", counts=False)
+        except Exception as exc:
+            logger.error(
+                "utterance_failed",
+                session_id=_short(self.session_id),
+                error_type=type(exc).__name__,
+                where=_where(exc),
+            )
+            await self._error(
+                "utterance_failed", "That could not be handled; please try again", counts=False
+            )
         await self._status("connected")
 
     # group events -------------------------------------------------------------------------------
@@ -458,6 +634,14 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         if int(message["conn_gen"]) > self.conn_gen and not self.closing:
             self.replaced = True
             await self._close(4409, "replaced by a newer connection")
+
+    async def layer_overflow(self, message: dict) -> None:
+        """This socket's queue in the in-memory layer was full: events were not delivered."""
+        await self._error(
+            "events_lost",
+            "Some events could not be delivered; send session.resume with the last seq you saw",
+            counts=False,
+        )
 
     def _track_task(self, task: dict, *, from_store: bool) -> None:
         task_id = task["id"]
@@ -543,13 +727,17 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         """
         out = await services.session_aemit(session_id=self.session_id, event=event, broadcast=False)
         if out is not None:
-            await self.channel_layer.send(
-                self.channel_name, {"type": "session.event", "event": out}
-            )
+            try:
+                await self.channel_layer.send(
+                    self.channel_name, {"type": "session.event", "event": out}
+                )
+            except ChannelFull:  # never dropped: sent now, ahead of the queued events
+                await self.send(text_data=json.dumps(out))
 
     async def _error(self, code: str, message: str, *, counts: bool = True) -> None:
         """A recoverable error: the socket stays open, until too many come in a row (4400)."""
         if counts:
+            self.erred = True
             self.errors_in_row += 1
             if self.errors_in_row > settings.PROTOCOL_ERROR_BUDGET:
                 await self._close(4400, "too many protocol errors")
@@ -587,3 +775,11 @@ def _close_event(code: int, reason: str, **extra) -> dict:
         "close_code": code,
         **extra,
     }
+
+
+def _utf8_size_over(text: str, limit: int) -> bool:
+    """Whether ``text`` is more than ``limit`` bytes as sent (UTF-8), encoding only when it
+    could be: a character takes at most 4 bytes."""
+    if len(text) > limit:
+        return True
+    return len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit

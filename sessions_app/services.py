@@ -214,8 +214,18 @@ asession_set_timezone = aio(session_set_timezone)
 
 
 def session_detach(*, session_id: str, conn_gen: int) -> bool:
-    """The current socket went away: the session waits (``created``) for a reconnect."""
-    return session_set_status(session_id=session_id, status="created", conn_gen=conn_gen)
+    """The current socket went away: the session waits (``created``) for a reconnect.
+
+    The same atomic step retires the socket's generation (``conn_gen`` + 1), so a status
+    write that the gone socket still had in flight (a worker thread finishing after the
+    socket was cancelled) is refused rather than overwriting ``created``. A reconnect takes a
+    newer generation still.
+    """
+    return store.session_update_if_current(
+        session_id=session_id,
+        conn_gen=conn_gen,
+        fields={"status": "created", "conn_gen": conn_gen + 1},
+    )
 
 
 asession_detach = aio(session_detach)

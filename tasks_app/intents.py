@@ -14,6 +14,7 @@ from pathlib import Path
 from tasks_app import timephrases
 
 TEMPLATES = Path(__file__).with_name("sentences") / "en.yaml"
+PAST, TOO_FAR = "past", "too_far"  # why a reminder's time can't be (Intent.problem)
 MAX_UTTERANCE_WORDS = 60  # longer text is no command: it is not matched (and never slow)
 
 
@@ -22,7 +23,7 @@ class Intent:
     name: str  # reminder, todo, note, list, mark_done, remove, cancel_last, confirm, unknown
     text: str = ""
     slots: dict = field(default_factory=dict)
-    problem: str | None = None  # a reminder's time that can't be: "past", "too_far"
+    problem: str = ""  # why a reminder's time can't be: PAST, TOO_FAR, or ""
 
 
 def normalise(text: str) -> str:

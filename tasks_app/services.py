@@ -242,7 +242,7 @@ def reminder_announce(*, task_id: str) -> bool:
 # utterances ------------------------------------------------------------------------------------
 _PROBLEMS = {
     "past": "That time has already passed. When should I remind you?",
-    "too_far": "That is too far ahead for a reminder. Try a time within {days} days.",
+    "too_far": "That time is too far away. I can set reminders up to {days} days ahead.",
 }
 
 

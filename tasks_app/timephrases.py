@@ -38,7 +38,11 @@ _DURATION = re.compile(
     r"\b(?:in|after|within)\b.*\b(?:seconds?|minutes?|hours?|days?|weeks?|months?|years?)\b|"
     r"\bnext (?:week|month|year)\b"
 )
-_HUGE_DURATION = re.compile(r"\bin \d{4,} \w+")
+_COUNTED = re.compile(r"\bin (\d+) (second|minute|hour|day|week|month|year)s?\b")
+_UNIT_SECONDS = {
+    "second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400,
+    "month": 31 * 86400, "year": 366 * 86400,
+}  # fmt: skip
 _CLOCK_DURATION = re.compile(r"\b(?:seconds?|minutes?|hours?)\b")
 
 
@@ -48,7 +52,7 @@ class Found:
 
     due: float | None
     rest: str
-    problem: str | None = None  # "past", "too_far", or None
+    problem: str = ""  # "past", "too_far", or ""
 
 
 def _written(text: str, today: date) -> str:
@@ -143,9 +147,11 @@ def find(text: str, *, now: float, zone: str) -> Found:
     local_now = datetime.fromtimestamp(now, tz)
     written = _written(text, local_now.date())
     base = local_now.replace(tzinfo=None)
-    huge = _HUGE_DURATION.search(written)
-    if huge:  # "in 99999999999 hours": no parser needed to know it is too far
-        return Found(None, _tidy(written.replace(huge.group(0), " ")), "too_far")
+    counted = _COUNTED.search(written)
+    horizon = settings.REMINDER_HORIZON_DAYS * 86400
+    if counted and int(counted.group(1)) * _UNIT_SECONDS[counted.group(2)] > horizon:
+        # "in 99999999999 hours": exact integers say it is too far, before any date arithmetic
+        return Found(None, _tidy(written.replace(counted.group(0), " ")), "too_far")
     try:
         hits = _search(written, base)
     except (OverflowError, ValueError, ArithmeticError):

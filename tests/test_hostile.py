@@ -187,12 +187,6 @@ async def _frames_received(session_id: str) -> int:
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the consumer compares a text frame's length in characters with MAX_FRAME_BYTES, "
-    "so a frame of multi-byte characters over the byte limit is taken (CONTRACT section 2 "
-    "says a frame larger than MAX_FRAME_BYTES closes with 4413)",
-)
 async def test_a_text_frame_over_the_limit_in_bytes_but_not_in_characters_is_4413(api):
     with override_settings(MAX_FRAME_BYTES=4096):
         comm, _ = await connect(create_session(api))

@@ -101,7 +101,7 @@ AUDIO_RATE_BURST_SECONDS = _env_float("AUDIO_RATE_BURST_SECONDS", 3.0)
 SESSION_CREATE_RATE = os.environ.get("SESSION_CREATE_RATE", "120/min")
 DRAFT_TTL_SECONDS = _env_float("DRAFT_TTL_SECONDS", 300)
 # A reminder further away than this is refused ("in 99999 hours"), with a polite reply.
-REMINDER_HORIZON_DAYS = _env_float("REMINDER_HORIZON_DAYS", 5 * 366)
+REMINDER_HORIZON_DAYS = _env_float("REMINDER_HORIZON_DAYS", 366)
 RECOGNIZER_ENGINE = os.environ.get(
     "RECOGNIZER_ENGINE", "sessions_app.audio.pocketsphinx_engine.PocketSphinxEngine"
 )
@@ -110,6 +110,18 @@ RECOGNIZER_ENGINE = os.environ.get(
 # holds a recognizer for its whole duration but needs CPU only for each 200 ms batch.
 RECOGNIZER_POOL_SIZE = _env_int("RECOGNIZER_POOL_SIZE", 4 * (os.cpu_count() or 2))
 RECOGNIZER_PROCESSES = _env_int("RECOGNIZER_PROCESSES", os.cpu_count() or 2)
+# An utterance waits at most this long for a free recognizer (then error recognizer_busy),
+# and one that gets no audio for RECOGNIZER_IDLE_SECONDS is ended, its recognizer freed.
+RECOGNIZER_WAIT_SECONDS = _env_float("RECOGNIZER_WAIT_SECONDS", 5.0)
+RECOGNIZER_IDLE_SECONDS = _env_float("RECOGNIZER_IDLE_SECONDS", 5.0)
+# Text frames other than audio (typed utterances, pings, control messages) per socket: a
+# token bucket of SOCKET_MESSAGE_RATE a second after a burst of SOCKET_MESSAGE_BURST (0: off).
+SOCKET_MESSAGE_RATE = _env_float("SOCKET_MESSAGE_RATE", 10)
+SOCKET_MESSAGE_BURST = _env_float("SOCKET_MESSAGE_BURST", 20)
+# Embedded mode: messages queued per socket in the in-memory channel layer. Channels'
+# default of 100 dropped events in a burst of typed utterances (a message brings up to 5
+# events, so a full burst ~100); past this the socket is told events_lost, never silently.
+CHANNEL_CAPACITY = _env_int("CHANNEL_CAPACITY", 1000)
 WORKER_HEARTBEAT_SECONDS = _env_float("WORKER_HEARTBEAT_SECONDS", 10)
 TASK_RUNNER = os.environ.get("TASK_RUNNER", "worker" if REDIS_URL else "inprocess")
 TASK_WORKER_CHANNEL = "voice-tasks"  # on the "tasks" channel layer
@@ -281,7 +293,10 @@ else:
         },
     }
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
+        "default": {
+            "BACKEND": "voiceproject.layer.InMemoryChannelLayer",
+            "CONFIG": {"capacity": CHANNEL_CAPACITY},
+        },
         "tasks": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
     }
 

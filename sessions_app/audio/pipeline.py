@@ -13,9 +13,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
+from django.conf import settings
 
 from sessions_app.audio.formats import TARGET_RATE, Decoder, FormatError
-from sessions_app.audio.recognizer import get_pool
+from sessions_app.audio.recognizer import RecognizerBusy, get_pool
 from sessions_app.audio.vad import Segmenter
 from voiceproject.metrics import RECOGNITION_LATENCY
 
@@ -47,13 +48,17 @@ class _Utterance:
         self.pending = bytearray()
         self.total = 0
         self.ended = False
+        self.dropped = False  # recognition gave up on it: its audio is no longer kept
         self.ended_at = 0.0
         self.wake = asyncio.Event()
+        self.ended_event = asyncio.Event()
         self.task: asyncio.Task | None = None
 
     def add(self, pcm: bytes) -> None:
+        self.total += len(pcm)  # also when dropped: a 30 s utterance is still ended
+        if self.dropped:
+            return
         self.pending += pcm
-        self.total += len(pcm)
         if len(self.pending) >= BATCH_BYTES:
             self.wake.set()
 
@@ -61,6 +66,7 @@ class _Utterance:
         self.ended = True
         self.ended_at = time.monotonic()
         self.wake.set()
+        self.ended_event.set()
 
 
 class AudioPipeline:
@@ -154,13 +160,35 @@ class AudioPipeline:
             logger.warning("pipeline_task_failed", error_type=type(task.exception()).__name__)
 
     async def _recognize(self, utt: _Utterance) -> None:
+        """Recognize one utterance in a pooled recognizer, and always give it back.
+
+        Waiting for a free recognizer is bounded (``RECOGNIZER_WAIT_SECONDS``: then the error
+        ``recognizer_busy``). An utterance that gets no audio for ``RECOGNIZER_IDLE_SECONDS``
+        is ended as if committed, so an owner that went quiet or away (a client stalled
+        mid-word, a pipeline nobody closed) holds no recognizer past that.
+        """
         pool = get_pool()
-        recognizer = await pool.acquire()
+        try:
+            recognizer = await pool.acquire(timeout=settings.RECOGNIZER_WAIT_SECONDS or None)
+        except RecognizerBusy:
+            logger.warning("recognizer_busy", pool_size=pool.size)
+            await self._fail_when_ended(utt, "recognizer_busy")
+            return
         last_partial = ""
+        idle = settings.RECOGNIZER_IDLE_SECONDS or None
+        failure = ""
         try:
             await recognizer.start(self.recognizer_context)
             while True:
-                await utt.wake.wait()
+                try:
+                    await asyncio.wait_for(utt.wake.wait(), idle)
+                except TimeoutError:
+                    logger.info("utterance_idle_ended")
+                    if utt is self.utterance:
+                        self.segmenter.force_stop()
+                        self._stop()  # as if committed: speech.stopped, then the final
+                    else:
+                        utt.end()
                 utt.wake.clear()
                 batch = bytes(utt.pending)
                 utt.pending.clear()
@@ -177,16 +205,27 @@ class AudioPipeline:
             raise
         except Exception as exc:
             logger.warning("recognition_failed", error_type=type(exc).__name__)
-            await self._report(self.sink.failed(utt.id, "recognition_failed"))
-            return
+            failure = "recognition_failed"
         finally:
             # The worker runs a slot's requests in order, so a slot whose utterance was
             # cancelled mid-call is safe to hand to the next utterance at once.
             pool.release(recognizer)
+        if failure:
+            await self._fail_when_ended(utt, failure)
+            return
         if utt.total < MIN_UTTERANCE_BYTES or not text.strip():
             await self._report(self.sink.failed(utt.id, "no_speech_recognized"))
             return
         await self._report(self.sink.final(utt.id, text.strip()))
+
+    async def _fail_when_ended(self, utt: _Utterance, code: str) -> None:
+        """Drop an utterance's audio, and say it failed once it ends (after its
+        ``speech.stopped``, so that the session's status comes back to ``connected``)."""
+        utt.dropped = True
+        utt.pending.clear()
+        with contextlib.suppress(TimeoutError):  # a 30 s utterance is ended anyway
+            await asyncio.wait_for(utt.ended_event.wait(), MAX_UTTERANCE_BYTES / (TARGET_RATE * 2))
+        await self._report(self.sink.failed(utt.id, code))
 
     async def close(self) -> None:
         """Stop recognizing (the socket is gone); utterances in flight are dropped."""

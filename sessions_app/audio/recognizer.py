@@ -21,10 +21,12 @@ there in batches of about 200 ms over a pipe: one message per batch, never per f
 
 import asyncio
 import atexit
+import contextlib
 import itertools
 import multiprocessing
 import os
 import threading
+import time
 
 import structlog
 from django.conf import settings
@@ -34,6 +36,10 @@ logger = structlog.get_logger(__name__)
 
 class RecognizerUnavailable(Exception):
     """The worker holding an utterance's recognizer died."""
+
+
+class RecognizerBusy(Exception):
+    """No recognizer came free within the wait allowed (``RECOGNIZER_WAIT_SECONDS``)."""
 
 
 def _serve(conn, engine_path: str) -> None:
@@ -101,12 +107,12 @@ class _Worker:
                 break
             loop, future = self._pending.pop(request_id, (None, None))
             if loop is not None:
-                loop.call_soon_threadsafe(_resolve, future, ok, value)
+                _resolve_soon(loop, future, ok, value)
         self.alive = False
         if not self.stopping:
             logger.warning("recognizer_worker_died")
         for loop, future in list(self._pending.values()):
-            loop.call_soon_threadsafe(_resolve, future, False, "worker died")
+            _resolve_soon(loop, future, False, "worker died")
         self._pending.clear()
 
     async def call(self, op: str, slot: int, arg=None):
@@ -116,9 +122,14 @@ class _Worker:
         future = loop.create_future()
         request_id = next(self._ids)
         self._pending[request_id] = (loop, future)
-        with self._send_lock:
-            self.conn.send((request_id, op, slot, arg))
-        return await future
+        try:
+            with self._send_lock:
+                self.conn.send((request_id, op, slot, arg))
+            return await future
+        finally:
+            # A caller cancelled mid-call (its socket went away) leaves nothing behind; the
+            # worker still answers, in order, and the answer is dropped.
+            self._pending.pop(request_id, None)
 
     def stop(self) -> None:
         self.stopping = True
@@ -131,6 +142,12 @@ class _Worker:
         self.process.join(timeout=2)
         if self.process.is_alive():
             self.process.kill()
+
+
+def _resolve_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future, ok: bool, value):
+    """Hand an answer to the caller's loop; a loop that has closed meanwhile gets none."""
+    with contextlib.suppress(RuntimeError):  # closed: nobody waits for this answer any more
+        loop.call_soon_threadsafe(_resolve, future, ok, value)
 
 
 def _resolve(future: asyncio.Future, ok: bool, value) -> None:
@@ -188,13 +205,20 @@ class RecognizerPool:
             self.busy += 1
             return Recognizer(worker, worker.free.pop())
 
-    async def acquire(self) -> Recognizer:
-        """A recognizer for one utterance; waits (without blocking the loop) when all are busy."""
+    async def acquire(self, timeout: float | None = None) -> Recognizer:
+        """A recognizer for one utterance; waits (without blocking the loop) when all are busy.
+
+        Raises :class:`RecognizerBusy` when none came free within ``timeout`` seconds
+        (None: wait as long as it takes).
+        """
         self._ensure_workers()
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             recognizer = self._take()
             if recognizer is not None:
                 return recognizer
+            if deadline is not None and time.monotonic() >= deadline:
+                raise RecognizerBusy()
             await asyncio.sleep(0.02)
             self._ensure_workers()
 
