@@ -178,27 +178,36 @@ def task_expire_draft(*, task_id: str) -> None:
 _pool: ThreadPoolExecutor | None = None
 
 
-def task_dispatch(*, task_id: str) -> None:
-    """Hand a queued task to a runner: a thread here, or a ``runworker`` with Redis."""
+def task_dispatch(*, task_id: str, claimed: bool = False) -> None:
+    """Hand a task to a runner: a thread here, or a ``runworker`` with Redis.
+
+    A queued task is moved to ``running`` by its runner; a ``claimed`` one was moved there
+    already by the caller (a to-do marked done: off the list at once, whenever it runs).
+    """
     global _pool
     if settings.TASK_RUNNER == "worker":
         send_sync(
             settings.TASK_WORKER_CHANNEL,
-            {"type": "task.run", "task_id": task_id},
+            {"type": "task.run", "task_id": task_id, "claimed": claimed},
             alias=settings.TASK_WORKER_LAYER,
         )
         return
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="task-handler")
-    _pool.submit(task_run, task_id=task_id)
+    _pool.submit(task_run, task_id=task_id, claimed=claimed)
 
 
-def task_run(*, task_id: str) -> None:
-    """Run a queued task's handler; the task ends completed or failed, the session goes on."""
-    try:
-        record = task_transition(task_id=task_id, to="running", allowed_from=("queued",))
-    except (IllegalTransition, TaskNotFound):
-        return  # cancelled or expired before it ran
+def task_run(*, task_id: str, claimed: bool = False) -> None:
+    """Run a task's handler; the task ends completed or failed, the session goes on."""
+    if claimed:
+        record = selectors.task_get(task_id=task_id)
+        if record is None or record["state"] != "running":
+            return  # cancelled since it was claimed
+    else:
+        try:
+            record = task_transition(task_id=task_id, to="running", allowed_from=("queued",))
+        except (IllegalTransition, TaskNotFound):
+            return  # cancelled or expired before it ran
     try:
         handler = import_string(settings.TASK_HANDLERS[record["type"]])
         result = handler(task=task_response(record), payload=selectors.task_payload(record=record))
@@ -265,7 +274,7 @@ def _open_items(session_id: str) -> list[tuple[dict, dict]]:
     """The user's list: open to-dos and reminders still to come, oldest first, with payloads."""
     out = []
     for t in selectors.task_list(session_id=session_id):
-        if t["state"] not in PENDING:
+        if t["state"] not in ("draft", "queued"):  # running: being done, or falling due now
             continue
         if t["type"] in settings.TASK_TYPES_UNTIL_DONE or t.get("due_ts"):
             out.append((t, selectors.task_payload(record=t)))
@@ -378,9 +387,11 @@ def utterance_handle(*, session_id: str, text: str, utterance_id: str, zone: str
         item = _find_item(session_id, intent.text, types=settings.TASK_TYPES_UNTIL_DONE)
         reply = f"{intent.text.capitalize()} is not on your list."
         if item is not None:
-            task = item
-            task_dispatch(task_id=item["id"])  # its handler runs now and completes it: done
-            reply = f"Marked {selectors.task_payload(record=item).get('text', '')} as done."
+            with contextlib.suppress(IllegalTransition, TaskNotFound):
+                # off the list now; its handler completes it (done) in a runner
+                task = task_transition(task_id=item["id"], to="running", allowed_from=("queued",))
+                task_dispatch(task_id=item["id"], claimed=True)
+                reply = f"Marked {selectors.task_payload(record=item).get('text', '')} as done."
     elif intent.name == "remove":
         item = _find_item(session_id, intent.text)
         reply = f"{intent.text.capitalize()} is not on your list."

@@ -14,4 +14,4 @@ from tasks_app.services import task_run
 class TaskWorker(SyncConsumer):
     def task_run(self, message):
         """Run one queued task."""
-        task_run(task_id=str(message.get("task_id", "")))
+        task_run(task_id=str(message.get("task_id", "")), claimed=bool(message.get("claimed")))

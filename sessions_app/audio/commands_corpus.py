@@ -1,149 +1,66 @@
-"""The command domain the embedded recognizer's language model is built from.
+"""The embedded recognizer's language model, generated from the sentence templates.
 
 PocketSphinx's general English model recognises synthetic or accented speech poorly, so the
-embedded engine decodes with a small trigram model of the commands in CONTRACT section 2a,
-over the vocabulary below. Phrases outside it are recognised badly or not at all: a deployment
-that needs open dictation plugs in another engine (``RECOGNIZER_ENGINE``).
+embedded engine decodes with a small trigram model of the command domain. There is one source
+for what can be said and what it means: ``tasks_app/sentences/en.yaml``, the templates the
+intent matcher uses. This module samples every template, filling its wildcards with the
+values in ``tasks_app/sentences/lm_samples.yaml`` (the words the engine is meant to hear
+well), and builds the model from those sentences. Phrases outside that vocabulary are
+recognised badly or not at all: a deployment that needs open dictation plugs in another engine
+(``RECOGNIZER_ENGINE``).
 
-``python -m sessions_app.audio.commands_corpus`` rewrites ``commands.lm`` from this file.
+``python -m sessions_app.audio.commands_corpus`` rewrites ``commands.lm`` and its digest;
+a test fails when the templates or samples change and the model was not rebuilt.
 """
 
+import hashlib
 import io
-import itertools
 from pathlib import Path
 
-ACTIVITIES = [
-    "buy milk",
-    "buy bread",
-    "buy eggs",
-    "buy coffee",
-    "call mom",
-    "call dad",
-    "call the doctor",
-    "call the dentist",
-    "call john",
-    "call anna",
-    "pay the rent",
-    "pay the bills",
-    "walk the dog",
-    "feed the cat",
-    "water the plants",
-    "book a table",
-    "send the report",
-    "send an email",
-    "email john",
-    "clean the kitchen",
-    "pick up the kids",
-    "take out the trash",
-    "fix the bike",
-    "check the mail",
-    "wash the car",
-    "do the laundry",
-    "go to the gym",
-    "go for a run",
-    "cook dinner",
-    "make lunch",
-    "read a book",
-    "finish the report",
-    "prepare the slides",
-    "renew my passport",
-    "order pizza",
-    "visit grandma",
-    "charge my phone",
-    "lock the door",
-    "turn off the oven",
-    "stretch",
-    "drink water",
-    "take my medicine",
-    "clean my room",
-    "write a letter",
-    "pack my bag",
-]
-ITEMS = [
-    "milk",
-    "bread",
-    "eggs",
-    "apples",
-    "bananas",
-    "coffee",
-    "tea",
-    "butter",
-    "cheese",
-    "rice",
-    "pasta",
-    "tomatoes",
-    "potatoes",
-    "onions",
-    "chicken",
-    "fish",
-    "juice",
-    "water",
-    "soap",
-    "paper towels",
-    "batteries",
-    "a birthday card",
-    "flowers",
-]
-NOTES = [
-    "the meeting moved to friday",
-    "the door code is four two one",
-    "park on level three",
-    "the wifi password is on the fridge",
-    "call the bank on monday",
-    "dinner is at seven",
-    "the keys are in the drawer",
-    "buy a gift for anna",
-    "the train leaves at nine",
-    "my flight is on tuesday",
-    "the package arrives tomorrow",
-    "the report is due next week",
-]
-NUMBERS = [
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "fifteen",
-    "twenty",
-    "thirty",
-    "forty five",
-]
-MINUTES = ["fifteen", "thirty", "forty five"]
-WHEN = (
-    ["", "today", "tonight", "tomorrow", "tomorrow morning"]
-    + [f"in {n} minutes" for n in NUMBERS]
-    + [f"in {n} hours" for n in ["one", "two", "three"]]
-    + ["in an hour", "in a minute"]
-    + [f"at {h}" for h in NUMBERS[:12]]
-    + [f"at {h} {ap}" for h in NUMBERS[:12] for ap in ("a m", "p m")]
-    + [f"at {h} {m}" for h in NUMBERS[:12] for m in MINUTES]
-    + [f"at {h} o'clock" for h in NUMBERS[:12]]
-    + [f"tomorrow at {h}" for h in NUMBERS[:12]]
-)  # fmt: skip
+SAMPLES = Path(__file__).resolve().parents[2] / "tasks_app" / "sentences" / "lm_samples.yaml"
+
+
+def _expand(templates: list[str], lists: dict[str, list[str]]) -> list[str]:
+    """Every text a list of hassil templates can produce, given its lists' values."""
+    from hassil.expression import Sentence
+    from hassil.intents import TextSlotList
+    from hassil.parse_expression import parse_sentence
+    from hassil.sample import sample_sentence
+
+    slot_lists = {name: TextSlotList.from_strings(values) for name, values in lists.items()}
+    out = []
+    for template in templates:
+        if not template:
+            out.append("")
+            continue
+        sentence: Sentence = parse_sentence(template)
+        out.extend(" ".join(t.split()) for t in sample_sentence(sentence, slot_lists, {}))
+    return out
 
 
 def sentences() -> list[str]:
+    """The model's training sentences, in a stable order."""
+    import yaml
+    from hassil.intents import TextSlotList
+    from hassil.sample import sample_intents
+
+    from tasks_app.intents import templates
+
+    samples = yaml.safe_load(SAMPLES.read_text())
+    values = dict(samples["values"])
+    when = _expand(samples["when"], samples["lists"])
+    values["reminder"] = [f"{what} {w}".strip() for what in values["what"] for w in when]
+    slot_lists = {name: TextSlotList.from_strings(v) for name, v in values.items()}
     out = []
-    for what, when in itertools.product(ACTIVITIES, WHEN):
-        out.append(f"remind me to {what} {when}".strip())
-    for what in ACTIVITIES:
-        out += [f"create a task to {what}", f"add a task to {what}", f"please remind me to {what}"]
-    for item in ITEMS:
-        out += [f"add {item} to my list", f"add {item} to my shopping list"]
-    for note in NOTES:
-        out += [f"take a note {note}", f"take a note that {note}", f"make a note {note}"]
-    out += ["what is on my list", "what's on my list", "what is on my to do list"] * 20
-    out += ["cancel the last task", "cancel the last reminder", "cancel last task"] * 20
-    out += ["confirm", "yes", "yes please", "confirmed", "no"] * 20
+    for intent, text in sample_intents(
+        templates(), slot_lists=slot_lists, exclude_sentences_with_wildcards=False
+    ):
+        out.extend([" ".join(text.split())] * samples["repeat"].get(intent, 1))
     return out
+
+
+def digest(lines: list[str]) -> str:
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def build_arpa() -> str:
@@ -157,7 +74,13 @@ def build_arpa() -> str:
 
 
 LM_PATH = Path(__file__).with_name("commands.lm")
+DIGEST_PATH = Path(__file__).with_name("commands.lm.sha256")
 
 if __name__ == "__main__":
+    import django
+
+    django.setup()
+    lines = sentences()
     LM_PATH.write_text(build_arpa())
-    print(f"wrote {LM_PATH} ({len(sentences())} sentences)")
+    DIGEST_PATH.write_text(digest(lines) + "\n")
+    print(f"wrote {LM_PATH} ({len(lines)} sentences)")

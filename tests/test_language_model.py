@@ -1,0 +1,27 @@
+"""The recognizer's language model comes from the intent templates: one source for both."""
+
+from sessions_app.audio import commands_corpus
+from tasks_app import intents
+
+
+def test_the_committed_language_model_was_built_from_the_current_templates():
+    """Change en.yaml or lm_samples.yaml and forget to rebuild commands.lm: this fails."""
+    built_from = commands_corpus.DIGEST_PATH.read_text().strip()
+    assert commands_corpus.digest(commands_corpus.sentences()) == built_from, (
+        "rebuild it: python -m sessions_app.audio.commands_corpus"
+    )
+
+
+def test_every_sentence_the_model_learns_is_understood_as_its_template_says():
+    """The templates generate the model's sentences, and match them back to an intent."""
+    wrong = []
+    for text in sorted(set(commands_corpus.sentences()))[::50]:  # a spread of all of them
+        if intents.parse(text, now=1_800_000_000.0).name == "unknown":
+            wrong.append(text)
+    assert wrong == []
+
+
+def test_the_model_knows_every_word_the_templates_use():
+    words = set(commands_corpus.LM_PATH.read_text().split())
+    for word in ("remind", "reminder", "confirm", "mark", "done", "remove", "shopping", "list"):
+        assert word in words, word
