@@ -15,7 +15,13 @@ from tasks_app import timephrases
 
 TEMPLATES = Path(__file__).with_name("sentences") / "en.yaml"
 PAST, TOO_FAR = "past", "too_far"  # why a reminder's time can't be (Intent.problem)
-MAX_UTTERANCE_WORDS = 60  # longer text is no command: it is not matched (and never slow)
+MAX_UTTERANCE_WORDS = 60
+TEXT_SLOTS = (
+    "reminder",
+    "what",
+    "item",
+    "note",
+)  # the wildcards that carry a task's text  # longer text is no command: it is not matched (and never slow)
 
 
 @dataclass(frozen=True)
@@ -47,16 +53,17 @@ def templates():
 
 def parse(text: str, *, now: float, zone: str = "UTC") -> Intent:
     """The intent of one utterance (CONTRACT section 2a), times read in ``zone``."""
-    from hassil import recognize
+    from hassil.recognize import recognize_best
 
     norm = normalise(text)
     if not norm or len(norm.split()) > MAX_UTTERANCE_WORDS:
         return Intent("unknown")
-    result = recognize(norm, templates())
+    result = recognize_best(norm, templates())  # the most literal match wins
     if result is None:
         return Intent("unknown")
     name = result.intent.name
-    slot = next((str(e.value).strip() for e in result.entities.values()), "")
+    found = {n: str(e.value).strip() for n, e in result.entities.items()}
+    slot = next((found[n] for n in TEXT_SLOTS if n in found), "")
     if name == "reminder":
         found = timephrases.find(slot, now=now, zone=zone)
         if not found.rest:

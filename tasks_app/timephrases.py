@@ -109,6 +109,8 @@ def _settle(phrase: str, when: datetime, local_now: datetime) -> datetime:
     """Apply the defaults the parser lacks (see the module's docstring)."""
     if _DURATION.search(phrase):
         return when  # "in 20 minutes", "next week": counted from now
+    if re.search(r"\b(?:tonight|this (?:evening|afternoon))\b", phrase) and when <= local_now:
+        return local_now + timedelta(hours=1)  # "tonight", said after 8 pm: soon, not past
     if not _TIME_OF_DAY.search(phrase):  # a day without a time
         if "today" in phrase:
             when = when.replace(hour=18, minute=0, second=0, microsecond=0)

@@ -39,7 +39,17 @@ def _expand(templates: list[str], lists: dict[str, list[str]]) -> list[str]:
 
 
 def sentences() -> list[str]:
-    """The model's training sentences, in a stable order."""
+    """The model's training sentences, in a stable order.
+
+    Each template expands to several forms (its optional words and alternatives), and a
+    wildcard takes many values. Crossing them all would give the longest template tens of
+    thousands of sentences and drown the short commands, and spreading them evenly would make
+    the rare phrasings ("please set a reminder", "read me my to do list") as likely as the
+    usual ones. So each value is said in the intent's usual form (``usual`` in
+    lm_samples.yaml, which must be a form of its templates), and one value in ``variety`` in
+    another form, in turn: every form is in the corpus, and an intent weighs about as many
+    sentences as it has values (times its ``repeat``).
+    """
     import yaml
     from hassil.intents import TextSlotList
     from hassil.sample import sample_intents
@@ -50,13 +60,46 @@ def sentences() -> list[str]:
     values = dict(samples["values"])
     when = _expand(samples["when"], samples["lists"])
     values["reminder"] = [f"{what} {w}".strip() for what in values["what"] for w in when]
-    slot_lists = {name: TextSlotList.from_strings(v) for name, v in values.items()}
-    out = []
+    marks = {name: f"__{name}__" for name in values}
+    placeholders = {name: TextSlotList.from_strings([mark]) for name, mark in marks.items()}
+    skeletons: dict[tuple[str, str | None], list[str]] = {}
     for intent, text in sample_intents(
-        templates(), slot_lists=slot_lists, exclude_sentences_with_wildcards=False
+        templates(), slot_lists=placeholders, exclude_sentences_with_wildcards=False
     ):
-        out.extend([" ".join(text.split())] * samples["repeat"].get(intent, 1))
+        slot = next((name for name, mark in marks.items() if mark in text), None)
+        skeletons.setdefault((intent, slot), []).append(" ".join(text.split()))
+    out = []
+    every = samples["variety"]
+    for (intent, slot), forms in skeletons.items():
+        repeat = samples["repeat"].get(intent, 1)
+        usual = samples["usual"][intent if slot is None else f"{intent}/{slot}"]
+        usual = [u.replace("{" + str(slot) + "}", marks.get(slot, "")) for u in _listed(usual)]
+        if not set(usual) <= set(forms):
+            raise ValueError(f"lm_samples: a usual form of {intent} is no form of its templates")
+        if slot is None:  # a command without words of its own: its usual forms, then each once
+            out.extend(u for u in usual for _ in range(repeat))
+            out.extend(_fill(form, marks, values) for form in forms)
+            continue
+        for r in range(repeat):
+            for i, value in enumerate(values[slot]):
+                chosen = [usual[i % len(usual)]]
+                if i % every == 0:  # now and then another form, in turn
+                    chosen.append(forms[(i // every + r) % len(forms)])
+                out.extend(
+                    _fill(form.replace(marks[slot], value), marks, values) for form in chosen
+                )
     return out
+
+
+def _fill(text: str, marks: dict[str, str], values: dict[str, list[str]]) -> str:
+    """A form's other wildcards (one besides its main one) take their first value."""
+    for name, mark in marks.items():
+        text = text.replace(mark, values[name][0])
+    return text
+
+
+def _listed(value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
 
 
 def digest(lines: list[str]) -> str:
