@@ -15,13 +15,8 @@ from tasks_app import timephrases
 
 TEMPLATES = Path(__file__).with_name("sentences") / "en.yaml"
 PAST, TOO_FAR = "past", "too_far"  # why a reminder's time can't be (Intent.problem)
-MAX_UTTERANCE_WORDS = 60
-TEXT_SLOTS = (
-    "reminder",
-    "what",
-    "item",
-    "note",
-)  # the wildcards that carry a task's text  # longer text is no command: it is not matched (and never slow)
+MAX_UTTERANCE_WORDS = 60  # longer text is no command: it is not matched (and never slow)
+TEXT_SLOTS = ("reminder", "what", "item", "note")  # the wildcards that carry a task's text
 
 
 @dataclass(frozen=True)
