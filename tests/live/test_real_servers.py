@@ -150,3 +150,23 @@ async def test_the_server_log_names_sessions_by_8_characters_and_never_a_token(s
         assert secret not in log, secret
     for line in filter(None, log.splitlines()):
         json.loads(line)  # every line, the server's own included, is a JSON event
+
+
+def test_only_the_sessions_holder_may_touch_it_on_a_real_server(server):
+    """CONTRACT 1b under daphne and uvicorn, on the production defaults."""
+    session = server.create_session("holder-check")
+    other = server.create_session("someone-else")
+    path = f"/api/v1/sessions/{session['id']}"
+    mine = session["session_token"]
+    forged = mine[:-1] + ("A" if mine[-1] != "A" else "B")
+    for token in (None, other["session_token"], forged):
+        status, body = server.request("GET", path, token=token)
+        assert (status, body) == (401, {"detail": "Invalid session token"}), token
+        status, _ = server.request("DELETE", path, token=token)
+        assert status == 401, token
+    status, body = server.request("GET", path, token=session["session_token"])
+    assert status == 200 and body["id"] == session["id"] and "session_token" not in body
+    status, _ = server.request("DELETE", path, token=session["session_token"])
+    assert status == 200
+    status, body = server.request("GET", path, token=session["session_token"])
+    assert (status, body) == (404, {"detail": "Session not found"})
