@@ -6,6 +6,8 @@ set: then they fail, so CI can never pass by skipping them.
 """
 
 import asyncio
+import io
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -232,3 +234,44 @@ async def apost(client: APIClient, path: str, body=None):
 
 async def adelete(client: APIClient, path: str):
     return await sync_to_async(client.delete, thread_sensitive=False)(path)
+
+
+@pytest.fixture
+def captured_logs():
+    """Every log line and Python warning, as the production formatter writes them (JSON), from
+    every logger at every level; the levels are put back afterwards."""
+    from voiceproject.logging import make_formatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(make_formatter("json"))
+    loggers = [
+        logging.getLogger(n) for n in ("", "django.request", "django.channels.server", "daphne")
+    ]
+    levels = [lg.level for lg in loggers]
+    logging.getLogger().addHandler(handler)
+    for lg in loggers:
+        lg.setLevel(logging.DEBUG)
+    yield stream
+    logging.getLogger().removeHandler(handler)
+    for lg, level in zip(loggers, levels, strict=True):
+        lg.setLevel(level)
+
+
+def redis_dump(client) -> dict[bytes, bytes]:
+    """Every key of the test's Redis database and its values, concatenated."""
+    out = {}
+    for key in client.keys("*"):
+        kind = client.type(key)
+        if kind == b"hash":
+            value = b" ".join(k + b"=" + v for k, v in client.hgetall(key).items())
+        elif kind == b"list":
+            value = b" ".join(client.lrange(key, 0, -1))
+        elif kind == b"zset":
+            value = b" ".join(client.zrange(key, 0, -1))
+        elif kind == b"string":
+            value = client.get(key) or b""
+        else:
+            value = b""
+        out[key] = value
+    return out

@@ -1,8 +1,6 @@
 """The create throttle counts the client's real address, under a key of fixed size, and no
 header a client sends reaches a log line whole (issue 10, "The create throttle")."""
 
-import io
-import logging
 import secrets
 
 import pytest
@@ -10,7 +8,6 @@ from django.conf import settings
 from django.test import override_settings
 
 from tests.conftest import KEY_HASH
-from voiceproject.logging import make_formatter
 
 pytestmark = pytest.mark.django_db(databases=[])
 
@@ -24,21 +21,6 @@ def _create(api, n: int, **headers):
 
 def _proxies(n: int):
     return override_settings(REST_FRAMEWORK={**settings.REST_FRAMEWORK, "NUM_PROXIES": n})
-
-
-@pytest.fixture
-def captured_logs():
-    """Every log line and Python warning, as the production formatter writes them (JSON)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(make_formatter("json"))
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield stream
-    root.removeHandler(handler)
-    root.setLevel(old_level)
 
 
 def test_the_production_settings_count_the_socket_address_not_x_forwarded_for():

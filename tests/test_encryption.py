@@ -15,7 +15,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from django.test import override_settings
 
-from tests.conftest import KEY_HASH, connect, receive_until
+from tests.conftest import KEY_HASH, connect, receive_until, redis_dump
 from voiceproject.crypto import seal, unseal
 
 pytestmark = pytest.mark.django_db(databases=[])
@@ -79,25 +79,6 @@ def test_with_encryption_on_an_unsealed_value_is_an_error():
 
 
 # ENCRYPTION_ENABLED=false: what is stored ------------------------------------------------
-def _dump(client) -> dict[bytes, bytes]:
-    """Every key of the test's Redis database and its values, concatenated."""
-    out = {}
-    for key in client.keys("*"):
-        kind = client.type(key)
-        if kind == b"hash":
-            value = b" ".join(k + b"=" + v for k, v in client.hgetall(key).items())
-        elif kind == b"list":
-            value = b" ".join(client.lrange(key, 0, -1))
-        elif kind == b"zset":
-            value = b" ".join(client.zrange(key, 0, -1))
-        elif kind == b"string":
-            value = client.get(key) or b""
-        else:
-            value = b""
-        out[key] = value
-    return out
-
-
 def _key(dump: dict[bytes, bytes], suffix: str) -> bytes:
     return next(k for k in dump if k.endswith(b":" + suffix.encode()) and b":s:" in k)
 
@@ -137,7 +118,7 @@ async def test_what_a_redis_dump_holds_with_encryption_on_and_off(redis_backend,
         await comm.send_json_to({"type": "text", "text": f"mark {SECRET} as done"})
         await receive_until(comm, "response")
         for _ in range(50):  # the to-do's handler, run when it is done, stores its result
-            dump = _dump(redis_backend)
+            dump = redis_dump(redis_backend)
             if b"result=" + (b"v1:" if enabled else b"{") in b" ".join(dump.values()):
                 break
             await asyncio.sleep(0.05)

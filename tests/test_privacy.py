@@ -1,34 +1,13 @@
 """Nothing a user says reaches a log or a Redis dump in plain text."""
 
-import io
-import logging
-
 import pytest
 
-from tests.conftest import KEY_HASH, adelete, aget, connect, hold, receive_until
-from voiceproject.logging import make_formatter
+from tests.conftest import KEY_HASH, adelete, aget, connect, hold, receive_until, redis_dump
 
 pytestmark = pytest.mark.django_db(databases=[])
 
 NAMESPACE = "tenant-0123456789abcdef"
 SECRET_TEXT = "remind me to pay Schmidt-Kowalski 4711 euros tomorrow"
-
-
-@pytest.fixture
-def captured_logs():
-    """Every log line, as the production formatter writes it (JSON), from every logger."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(make_formatter("json"))
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    for name in ("django.request", "django.channels.server", "daphne"):
-        logging.getLogger(name).setLevel(logging.DEBUG)
-    yield stream
-    root.removeHandler(handler)
-    root.setLevel(old_level)
 
 
 async def test_logs_name_ids_by_8_characters_and_carry_no_user_data(backend, api, captured_logs):
@@ -103,18 +82,7 @@ async def test_a_redis_dump_shows_no_plaintext_of_what_users_said(redis_backend,
 
     await asyncio.sleep(0.3)  # the note's handler stores its (sealed) result
 
-    dump = b""
-    for key in redis_backend.keys("*"):
-        kind = redis_backend.type(key)
-        dump += key
-        if kind == b"hash":
-            dump += b"".join(k + v for k, v in redis_backend.hgetall(key).items())
-        elif kind == b"list":
-            dump += b"".join(redis_backend.lrange(key, 0, -1))
-        elif kind == b"zset":
-            dump += b"".join(redis_backend.zrange(key, 0, -1))
-        elif kind == b"string":
-            dump += redis_backend.get(key) or b""
+    dump = b" ".join(k + b" " + v for k, v in redis_dump(redis_backend).items())
     assert b"v1:" in dump, "sealed values must be in the dump"
     from sessions_app.store import messages_read
     from voiceproject.crypto import unseal

@@ -16,7 +16,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from tasks_app import services as task_services
-from tests.conftest import KEY_HASH, bearer, create_session
+from tests.conftest import KEY_HASH, bearer, create_session, redis_dump
 
 pytestmark = pytest.mark.django_db(databases=[])
 
@@ -246,16 +246,7 @@ def test_a_key_hash_with_a_trailing_newline_is_refused(api):
 
 def test_redis_keeps_neither_the_key_hash_nor_the_token(api, redis_backend):
     session = create_session(api, namespace_id="dumped")
-    dump = b""
-    for key in redis_backend.keys("*"):
-        kind = redis_backend.type(key)
-        dump += key
-        if kind == b"hash":
-            dump += b"".join(k + v for k, v in redis_backend.hgetall(key).items())
-        elif kind == b"string":
-            dump += redis_backend.get(key) or b""
-        elif kind == b"zset":
-            dump += b"".join(redis_backend.zrange(key, 0, -1))
+    dump = b" ".join(k + b" " + v for k, v in redis_dump(redis_backend).items())
     assert dump, "the dump must hold the session"
     for secret in (KEY_HASH, KEY_HASH[7:], session["session_token"], "dumped"):
         assert secret.encode() not in dump, secret

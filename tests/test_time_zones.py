@@ -140,3 +140,24 @@ async def test_a_task_made_over_rest_cannot_be_confirmed_by_another_sessions_tok
     )
     assert held.status_code == 200 and held.json()["state"] == "queued"
     await comm.disconnect()
+
+
+ISSUE_PHRASES = [
+    ("remind me at 3 pm to call the plumber", "call the plumber", "3 PM today"),
+    ("remind me to call the plumber next friday at noon", "call the plumber", "noon on Fri, Dec 4"),
+    ("remind me in half an hour to stretch", "stretch", "10:30 AM today"),
+    ("remind me on monday to call mom", "call mom", "9 AM on Mon, Nov 30"),
+    ("remind me the day after tomorrow to pay rent", "pay rent", "9 AM on Sun, Nov 29"),
+    ("remind me at quarter past five to feed the cat", "feed the cat", "5:15 PM today"),
+]
+
+
+@pytest.mark.parametrize(("say", "text", "when"), ISSUE_PHRASES)
+async def test_the_issues_time_phrases_work_over_the_socket(api, say, text, when):
+    """Said on Friday 27 November 2026 at 10:00 in New York (worked out on a calendar)."""
+    friday = datetime(2026, 11, 27, 10, 0, tzinfo=NEW_YORK).timestamp()
+    clock.advance(friday - clock.now())
+    comm, _ = await connect(hold(api, create_session(api, timezone="America/New_York")))
+    events = await _say(comm, say)
+    assert events[-1]["text"] == f"Reminder to {text} at {when}. Say confirm to set it."
+    await comm.disconnect()
