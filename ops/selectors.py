@@ -3,14 +3,14 @@
 from asgiref.sync import async_to_sync
 from django.conf import settings
 
+from core import clock
+from core.health import layer_round_trip
+from core.kv import get_kv
 from ops import store
 from sessions_app.audio.recognizer import get_pool
 from sessions_app.selectors import session_list, session_stats
 from tasks_app.selectors import task_pending_count, task_recent
 from tasks_app.states import PENDING
-from voiceproject import clock
-from voiceproject.health import layer_round_trip
-from voiceproject.kv import get_kv
 
 
 def ops_sessions(*, offset: int, limit: int) -> tuple[int, list[dict]]:

@@ -8,10 +8,10 @@ import time
 import structlog
 from django.conf import settings
 
+from core import clock
 from ops import store
 from sessions_app.services import session_close
 from tasks_app.services import task_cancel
-from voiceproject import clock
 
 logger = structlog.get_logger(__name__)
 

@@ -1,6 +1,6 @@
 """The ops app's keys: ``workers``, a sorted set of worker processes by last heartbeat."""
 
-from voiceproject.kv import get_kv
+from core.kv import get_kv
 
 _WORKERS_KEY = "workers"
 HEARTBEAT_TTL = 60.0

@@ -9,10 +9,10 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_POST
 
+from core.ids import parse_uuid
 from ops import selectors, services
 from tasks_app.services import IllegalTransition, TaskNotFound
 from tasks_app.states import STATES
-from voiceproject.ids import parse_uuid
 
 PAGE = 50
 

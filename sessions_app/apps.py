@@ -10,7 +10,13 @@ class SessionsAppConfig(AppConfig):
     label = "voice_sessions"
 
     def ready(self):
-        """Say at start when sessions are open to anyone who learns an id."""
+        """Register this app's figures and event path; say if sessions are open to anyone."""
+        from core import events, metrics
+        from sessions_app import services
+        from sessions_app.metrics import SessionsByStatus
+
+        metrics.register_collector(SessionsByStatus())
+        events.register(emit=services.session_emit, message_add=services.session_message_add)
         if settings.SESSION_AUTH == "off" and not settings.DEBUG:
             logger.warning(
                 "session_auth_off",

@@ -24,14 +24,14 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from core import clock, metrics
+from core.ids import parse_uuid
+from core.kv import KVUnavailable
 from sessions_app import selectors, services
 from sessions_app.audio.formats import ENCODINGS, SAMPLE_RATES, bytes_per_second
 from sessions_app.audio.pipeline import AudioPipeline, Backlogged, FormatError
 from tasks_app import selectors as task_selectors
 from tasks_app import services as task_services
-from voiceproject import clock, metrics
-from voiceproject.ids import parse_uuid
-from voiceproject.kv import KVUnavailable
 
 logger = structlog.get_logger(__name__)
 

@@ -4,11 +4,11 @@ import json
 
 from django.conf import settings
 
+from core import clock
+from core.crypto import unseal
+from core.kv import aio
 from sessions_app import store
 from tasks_app.selectors import atask_pending_count, task_pending_count
-from voiceproject import clock
-from voiceproject.crypto import unseal
-from voiceproject.kv import aio
 
 SOCKET_STATUSES = ("connected", "listening", "processing")
 

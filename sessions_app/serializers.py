@@ -27,7 +27,7 @@ class TimezoneField(TextField):
     default_error_messages = {"unknown_zone": "Unknown time zone: use an IANA name."}
 
     def to_internal_value(self, data):
-        from voiceproject.clock import zone_valid
+        from core.clock import zone_valid
 
         value = super().to_internal_value(data)
         if not zone_valid(value):

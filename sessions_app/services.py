@@ -16,14 +16,14 @@ from django.conf import settings
 from rest_framework import status
 from rest_framework.exceptions import APIException
 
+from core import clock
+from core.access import keyed_hash, session_token_issue
+from core.crypto import seal
+from core.kv import aio
+from core.layer import group_send_sync
 from sessions_app import store
 from sessions_app.tokens import TokenInvalid, token_issue, token_verify
 from tasks_app import store as task_store
-from voiceproject import clock
-from voiceproject.access import keyed_hash, session_token_issue
-from voiceproject.crypto import seal
-from voiceproject.kv import aio
-from voiceproject.layer import group_send_sync
 
 logger = structlog.get_logger(__name__)
 

@@ -24,8 +24,8 @@ import hashlib
 
 from django.conf import settings
 
-from voiceproject.crypto import seal, unseal
-from voiceproject.kv import aget_kv, get_kv
+from core.crypto import seal, unseal
+from core.kv import aget_kv, get_kv
 
 
 def _key(*parts: str) -> str:

@@ -19,7 +19,7 @@ from django.core.cache import caches
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
-from voiceproject.access import keyed_hash
+from core.access import keyed_hash
 
 
 def client_address(request) -> str:

@@ -5,6 +5,12 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from core.access import session_holder_check
+from core.clock import iso
+from core.errors import NotFound
+from core.ids import parse_uuid
+from core.openapi import errors
+from core.overrides.viewsets import AsyncViewSet
 from sessions_app import selectors, services
 from sessions_app.serializers import (
     ClosedSerializer,
@@ -17,12 +23,6 @@ from sessions_app.throttles import SessionCreateThrottle
 from tasks_app.selectors import atask_list, atask_pending_count
 from tasks_app.serializers import TaskListQuerySerializer, TaskResponseSerializer
 from tasks_app.services import task_response
-from voiceproject.access import session_holder_check
-from voiceproject.clock import iso
-from voiceproject.errors import NotFound
-from voiceproject.ids import parse_uuid
-from voiceproject.openapi import errors
-from voiceproject.viewsets import AsyncViewSet
 
 
 def _held_session_id(request, pk: str) -> str | None:

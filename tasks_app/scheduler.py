@@ -14,8 +14,8 @@ import time
 import structlog
 from django.conf import settings
 
+from core import clock
 from tasks_app import services, store
-from voiceproject import clock
 
 logger = structlog.get_logger(__name__)
 

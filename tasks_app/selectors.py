@@ -2,8 +2,8 @@
 
 import json
 
+from core.crypto import unseal
 from tasks_app import store
-from voiceproject.crypto import unseal
 
 
 def _typed(record: dict | None) -> dict | None:

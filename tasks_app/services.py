@@ -13,17 +13,17 @@ import structlog
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from sessions_app.services import session_emit, session_message_add
+from core import clock
+from core.access import bound_id_issue
+from core.crypto import seal
+from core.errors import Conflict, NotFound
+from core.events import session_emit, session_message_add
+from core.kv import StoreFull
+from core.layer import send_sync
+from core.metrics import TASK_STATES
 from tasks_app import intents, selectors, store, timephrases
 from tasks_app.handlers import HandlerError
 from tasks_app.states import PENDING, sources_of
-from voiceproject import clock
-from voiceproject.access import bound_id_issue
-from voiceproject.crypto import seal
-from voiceproject.errors import Conflict, NotFound
-from voiceproject.kv import StoreFull
-from voiceproject.layer import send_sync
-from voiceproject.metrics import TASK_STATES
 
 logger = structlog.get_logger(__name__)
 

@@ -13,7 +13,7 @@
 
 from django.conf import settings
 
-from voiceproject.kv import aget_kv, get_kv
+from core.kv import aget_kv, get_kv
 
 
 def _task_key(task_id: str) -> str:

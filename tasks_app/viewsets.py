@@ -5,13 +5,13 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from core.access import task_holder_check
+from core.errors import Conflict
+from core.ids import parse_uuid
+from core.openapi import errors
+from core.overrides.viewsets import AsyncViewSet
 from tasks_app import selectors, services
 from tasks_app.serializers import TaskResponseSerializer
-from voiceproject.access import task_holder_check
-from voiceproject.errors import Conflict
-from voiceproject.ids import parse_uuid
-from voiceproject.openapi import errors
-from voiceproject.viewsets import AsyncViewSet
 
 
 def _found(record: dict | None) -> dict:

@@ -20,7 +20,7 @@ from django.core.cache import caches
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from voiceproject import clock, kv
+from core import clock, kv
 
 REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
 KEY_HASH = "sha256:" + "ab" * 32
@@ -240,7 +240,7 @@ async def adelete(client: APIClient, path: str):
 def captured_logs():
     """Every log line and Python warning, as the production formatter writes them (JSON), from
     every logger at every level; the levels are put back afterwards."""
-    from voiceproject.logging import make_formatter
+    from core.logging import make_formatter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

@@ -1,4 +1,4 @@
-"""Encryption at rest (voiceproject/crypto.py): keys per session, tampering, and turning it off.
+"""Encryption at rest (core/crypto.py): keys per session, tampering, and turning it off.
 
 ``seal`` is AES-GCM under a key derived from ``SECRET_KEY`` and the session id, with the
 session id as associated data. A value must open only under its own session's key, a changed
@@ -15,8 +15,8 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from django.test import override_settings
 
+from core.crypto import seal, unseal
 from tests.conftest import KEY_HASH, connect, receive_until, redis_dump
-from voiceproject.crypto import seal, unseal
 
 pytestmark = pytest.mark.django_db(databases=[])
 

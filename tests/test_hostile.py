@@ -14,11 +14,11 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import override_settings
 
+from core import clock
 from sessions_app import store
 from tasks_app import scheduler
 from tasks_app import selectors as task_selectors
 from tests.conftest import KEY_HASH, bearer, connect, create_session, receive_until, ws_path
-from voiceproject import clock
 from voiceproject.asgi import application
 
 pytestmark = pytest.mark.django_db(databases=[])

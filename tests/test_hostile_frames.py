@@ -14,10 +14,10 @@ import random
 import pytest
 from django.test import override_settings
 
+from core import metrics
 from sessions_app.audio import pipeline
 from tests.conftest import aget, connect, create_session, hold
 from tests.test_speech import FAST, final_for, load, stream
-from voiceproject import metrics
 
 pytestmark = pytest.mark.django_db(databases=[])
 

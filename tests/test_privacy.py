@@ -48,7 +48,7 @@ async def test_logs_name_ids_by_8_characters_and_carry_no_user_data(backend, api
 
 
 def test_the_redaction_filter_cuts_ids_and_drops_secret_fields():
-    from voiceproject.logging import redact
+    from core.logging import redact
 
     out = redact(
         None,
@@ -84,8 +84,8 @@ async def test_a_redis_dump_shows_no_plaintext_of_what_users_said(redis_backend,
 
     dump = b" ".join(k + b" " + v for k, v in redis_dump(redis_backend).items())
     assert b"v1:" in dump, "sealed values must be in the dump"
+    from core.crypto import unseal
     from sessions_app.store import messages_read
-    from voiceproject.crypto import unseal
 
     history = [unseal(session["id"], m) for m in messages_read(session_id=session["id"])]
     assert "Schmidt-Kowalski owes 4711" in history[0], "the history opens with the session key"

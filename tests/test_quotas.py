@@ -11,13 +11,13 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
+from core import clock, kv
+from core.crypto import seal
 from sessions_app import selectors as session_selectors
 from sessions_app import services as session_services
 from sessions_app import store as session_store
 from tasks_app import selectors, services, store
 from tests.conftest import KEY_HASH, bearer, connect, create_session, receive_until
-from voiceproject import clock, kv
-from voiceproject.crypto import seal
 
 pytestmark = pytest.mark.django_db(databases=[])
 

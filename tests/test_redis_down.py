@@ -4,8 +4,8 @@ import time
 
 import pytest
 
+from core.access import bound_id_issue, session_token_issue
 from tests.conftest import KEY_HASH
-from voiceproject.access import bound_id_issue, session_token_issue
 
 pytestmark = pytest.mark.django_db(databases=[])
 

@@ -7,8 +7,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from django.test import override_settings
 
+from core import clock
 from tests.conftest import KEY_HASH, bearer, create_session, hold
-from voiceproject import clock
 
 pytestmark = pytest.mark.django_db(databases=[])
 

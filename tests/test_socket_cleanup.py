@@ -13,13 +13,13 @@ import json
 import pytest
 from django.test import override_settings
 
+from core import metrics
 from sessions_app.audio import pipeline
 from sessions_app.audio.recognizer import RecognizerPool, get_pool
 from sessions_app.consumers import VoiceConsumer
 from tasks_app import services as task_services
 from tests.conftest import aget, connect, create_session, hold, receive_until
 from tests.test_speech import FAST, final_for, load, stream
-from voiceproject import metrics
 
 pytestmark = pytest.mark.django_db(databases=[])
 

@@ -116,7 +116,7 @@ async def test_a_burst_of_50_typed_utterances_delivers_every_event_on_local_memo
 async def test_a_full_socket_queue_is_reported_as_events_lost_and_resume_fills_the_gap(api):
     small = {
         "default": {
-            "BACKEND": "voiceproject.layer.InMemoryChannelLayer",
+            "BACKEND": "core.layer.InMemoryChannelLayer",
             "CONFIG": {"capacity": 4},
         },
         "tasks": {"BACKEND": "channels.layers.InMemoryChannelLayer"},

@@ -8,10 +8,10 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
+from core import clock
+from core.kv import get_kv
 from sessions_app import services, store
 from tests.conftest import KEY_HASH, bearer, create_session, hold
-from voiceproject import clock
-from voiceproject.kv import get_kv
 
 pytestmark = pytest.mark.django_db(databases=[])
 
@@ -135,7 +135,7 @@ def test_state_lives_in_django_caches_with_the_namespace_sealed(backend):
 
 
 def _primitive_calls(prefix: str, now: float) -> list[tuple[str, tuple, dict]]:
-    """Every primitive of voiceproject.kv, each way it can answer, on keys under ``prefix``."""
+    """Every primitive of core.kv, each way it can answer, on keys under ``prefix``."""
     h, lease, idx, ev, lst = (prefix + k for k in ("h", "lease", "idx", "ev", "list"))
     h2, ev2, lst2, cnt, cidx = (prefix + k for k in ("h2", "ev2", "list2", "cnt", "cidx"))
     counter = {"counter": (cnt, "pending")}
@@ -268,7 +268,7 @@ def _comparable(name: str, value):
 
 
 async def test_the_async_primitives_answer_exactly_like_the_sync_ones(backend):
-    from voiceproject.kv import aget_kv
+    from core.kv import aget_kv
 
     now = time.time()
     sync_kv, async_kv = get_kv(), aget_kv()
@@ -305,7 +305,7 @@ def test_local_memory_and_redis_answer_every_primitive_alike(redis_backend):
     """The two back ends are one interface: the same calls give the same answers."""
     from django.core.cache import caches
 
-    from voiceproject.kv import LocalKV
+    from core.kv import LocalKV
 
     now = time.time()
     redis_kv, local_kv = get_kv(), LocalKV(caches["default"])

@@ -6,9 +6,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import override_settings
 
+from core import clock
 from tasks_app import scheduler, selectors, services, states
 from tests.conftest import aget, apost, connect, create_session, hold, receive_until
-from voiceproject import clock
 
 pytestmark = pytest.mark.django_db(databases=[])
 

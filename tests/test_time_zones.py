@@ -6,9 +6,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from asgiref.sync import sync_to_async
 
+from core import clock
 from tasks_app import scheduler
 from tests.conftest import aget, bearer, connect, create_session, hold, receive_until
-from voiceproject import clock
 
 pytestmark = pytest.mark.django_db(databases=[])
 

@@ -8,9 +8,9 @@ import pytest
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
+from core import clock
 from sessions_app.tokens import token_issue
 from tests.conftest import adelete, aget, connect, create_session, hold, receive_until, ws_path
-from voiceproject import clock
 from voiceproject.asgi import application
 
 pytestmark = pytest.mark.django_db(databases=[])

@@ -4,7 +4,7 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceproject.settings")
 
-from voiceproject.handler import get_asgi_application
+from core.overrides.handler import get_asgi_application
 
 django_asgi_app = get_asgi_application()  # sets Django up before consumers are imported
 
@@ -15,10 +15,10 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.core.exceptions import SuspiciousOperation  # noqa: E402
 from django.core.handlers.exception import response_for_exception  # noqa: E402
 
+from core.layer import remember_serving_loop  # noqa: E402
 from ops.services import worker_heartbeat_start  # noqa: E402
 from tasks_app.scheduler import scheduler_start  # noqa: E402
 from tasks_app.worker import TaskWorker  # noqa: E402
-from voiceproject.layer import remember_serving_loop  # noqa: E402
 from voiceproject.routing import websocket_urlpatterns  # noqa: E402
 
 
@@ -28,7 +28,7 @@ class StaticFilesHandler(ASGIStaticFilesHandler):
     ``/static/..%2f..%2fetc/passwd`` reaches the finders as ``../../etc/passwd``; their
     ``safe_join`` refuses it with ``SuspiciousFileOperation``, which Django's handler lets
     through (it catches only ``Http404``). It gets Django's answer to any suspicious request:
-    400, logged by ``django.security`` (which logs only the kind, see voiceproject.logging).
+    400, logged by ``django.security`` (which logs only the kind, see core.logging).
     """
 
     async def get_response_async(self, request):
@@ -73,7 +73,7 @@ _router = ProtocolTypeRouter(
 
 
 async def application(scope, receive, send):
-    """The router, noting which loop serves this process's sockets (see voiceproject.layer)."""
+    """The router, noting which loop serves this process's sockets (see core.layer)."""
     if scope["type"] == "websocket":
         remember_serving_loop()
     worker_heartbeat_start()

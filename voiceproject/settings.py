@@ -163,16 +163,18 @@ INSTALLED_APPS = [
 
 # The API needs none of the session, auth, CSRF and message middleware; the operators' pages
 # do (Django's login). Under ASGI each classic middleware costs a thread hop per request, so
-# they run only on /ops/ and /admin/ (voiceproject.middleware), and CSRF is applied per view.
+# they run only on /ops/ and /admin/ (core.overrides.middleware), and CSRF is applied per view.
 # SecurityMiddleware is Django's, subclassed only to run inline (no thread hop).
 MIDDLEWARE = [
-    "voiceproject.middleware.SecurityMiddleware",
-    "voiceproject.middleware.OperatorPagesMiddleware",
+    "core.overrides.middleware.SecurityMiddleware",
+    "core.overrides.middleware.OperatorPagesMiddleware",
 ]
 # Django's checks look for these middleware by their dotted paths in MIDDLEWARE. They are
 # here, differently arranged: admin's and the frame-options one in the operators' chain, CSRF
-# per view, security headers through the subclass. (With security.W001 silenced, `check
-# --deploy` also skips its HSTS and SSL-redirect hints; TLS ends at the proxy, docs/scaling.md.)
+# per view, security headers through the subclass (core/overrides/README.md says why each is
+# silenced; tests/test_overrides.py checks the headers they stand for are sent). (With
+# security.W001 silenced, `check --deploy` also skips its HSTS and SSL-redirect hints; TLS
+# ends at the proxy, docs/scaling.md.)
 SILENCED_SYSTEM_CHECKS = [
     "admin.E408",
     "admin.E409",
@@ -278,7 +280,7 @@ if REDIS_URL:
 else:
     CACHES = {
         "default": {
-            # Names the embedded store: voiceproject.kv.LocalKV keeps session and task state
+            # Names the embedded store: core.kv.LocalKV keeps session and task state
             # in dicts of its own, freeing what expires and refusing new sessions past
             # LOCAL_STORE_MAX_ENTRIES, so nothing live is ever culled. (LocMemCache would
             # free an expired entry only when read, and CULL_FREQUENCY 0 wipes it all when
@@ -294,7 +296,7 @@ else:
     }
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "voiceproject.layer.InMemoryChannelLayer",
+            "BACKEND": "core.layer.InMemoryChannelLayer",
             "CONFIG": {"capacity": CHANNEL_CAPACITY},
         },
         "tasks": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
@@ -302,18 +304,18 @@ else:
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["voiceproject.parsers.LimitedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.LimitedJSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "UNAUTHENTICATED_USER": None,
-    "EXCEPTION_HANDLER": "voiceproject.errors.exception_handler",
+    "EXCEPTION_HANDLER": "core.errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"session_create": SESSION_CREATE_RATE},
     # Behind N proxies (nginx), the client is the Nth address from the right of
     # X-Forwarded-For; with 0, the throttle counts REMOTE_ADDR (sessions_app.throttles).
     # Never None: DRF would then key its throttles on the raw X-Forwarded-For header.
     "NUM_PROXIES": max(0, _env_int("NUM_PROXIES", 0)),
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
-    "DEFAULT_SCHEMA_CLASS": "voiceproject.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.openapi.AutoSchema",
 }
 
 SPECTACULAR_SETTINGS = {
@@ -338,7 +340,7 @@ SPECTACULAR_SETTINGS = {
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "console" if DEBUG else "json")
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 
-from voiceproject.logging import build_logging_config  # noqa: E402
+from core.logging import build_logging_config  # noqa: E402
 
 LOGGING_CONFIG = None
 LOGGING = build_logging_config(fmt=LOG_FORMAT, level=LOG_LEVEL)

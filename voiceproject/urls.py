@@ -3,11 +3,11 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from core import health
+from core.metrics import metrics_view
 from sessions_app.pages import client, favicon
 from sessions_app.viewsets import SessionViewSet
 from tasks_app.viewsets import TaskViewSet
-from voiceproject import health
-from voiceproject.metrics import metrics_view
 
 router = SimpleRouter()
 router.trailing_slash = "/?"  # the contract: a trailing slash is optional on every path
@@ -27,6 +27,6 @@ urlpatterns = [
     path("metrics", metrics_view),
 ]
 
-handler400 = "voiceproject.errors.json_400"
-handler404 = "voiceproject.errors.json_404"
-handler500 = "voiceproject.errors.json_500"
+handler400 = "core.errors.json_400"
+handler404 = "core.errors.json_404"
+handler500 = "core.errors.json_500"

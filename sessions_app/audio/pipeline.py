@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable
 import structlog
 from django.conf import settings
 
+from core.metrics import RECOGNITION_LATENCY
 from sessions_app.audio.formats import TARGET_RATE, Decoder, FormatError
 from sessions_app.audio.recognizer import RecognizerBusy, get_pool
 from sessions_app.audio.vad import Segmenter
-from voiceproject.metrics import RECOGNITION_LATENCY
 
 logger = structlog.get_logger(__name__)
 

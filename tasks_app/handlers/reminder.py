@@ -1,4 +1,4 @@
-from voiceproject.clock import iso_in
+from core.clock import iso_in
 
 
 def handle(*, task: dict, payload: dict) -> dict:

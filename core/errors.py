@@ -9,8 +9,8 @@ from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from voiceproject.kv import KVUnavailable, StoreFull
-from voiceproject.metrics import REDIS_ERRORS
+from core.kv import KVUnavailable, StoreFull
+from core.metrics import REDIS_ERRORS
 
 logger = structlog.get_logger(__name__)
 

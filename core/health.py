@@ -5,7 +5,7 @@ import asyncio
 from channels.layers import get_channel_layer
 from django.http import JsonResponse
 
-from voiceproject.kv import aio, get_kv
+from core.kv import aio, get_kv
 
 
 def healthz(request):

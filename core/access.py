@@ -20,11 +20,11 @@ import uuid
 from django.conf import settings
 from django.utils.crypto import salted_hmac
 
-from voiceproject.errors import InvalidSessionToken
+from core.errors import InvalidSessionToken
 
-_TOKEN_SALT = "voiceproject.access.session-token"
-_BOUND_ID_SALT = "voiceproject.access.bound-id"
-_KEYED_HASH_SALT = "voiceproject.access.keyed-hash"
+_TOKEN_SALT = "core.access.session-token"
+_BOUND_ID_SALT = "core.access.bound-id"
+_KEYED_HASH_SALT = "core.access.keyed-hash"
 _NONCE_BYTES = 16
 _MAC_BYTES = 16
 _TOKEN_BYTES = 16 + _NONCE_BYTES + _MAC_BYTES

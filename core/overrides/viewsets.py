@@ -6,7 +6,7 @@ every request's Redis round trips queue behind each other's. A route of an
 
 * for an ``async def`` action: on the event loop, with DRF's own steps (parsing, content
   negotiation, permissions, exception handling, rendering) around an awaited action. Its
-  state comes through ``voiceproject.kv.aget_kv``, so the request never leaves the loop.
+  state comes through ``core.kv.aget_kv``, so the request never leaves the loop.
   Permissions and throttles run inline here, so such an action must have none that does I/O;
 * for a plain action listed in ``store_only_actions``: inline when the state lives in local
   memory (a dict operation), else in a thread of the loop's default pool;
@@ -23,7 +23,7 @@ from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.http import HttpResponse
 from rest_framework import viewsets
 
-from voiceproject.kv import get_kv
+from core.kv import get_kv
 
 
 def _plain(response) -> HttpResponse:

@@ -1027,7 +1027,7 @@ def _enc(value: Any) -> str:
 def _wrap(exc: Exception) -> Exception:
     import redis
 
-    from voiceproject.metrics import REDIS_ERRORS
+    from core.metrics import REDIS_ERRORS
 
     if isinstance(exc, redis.RedisError | OSError):
         REDIS_ERRORS.inc()

@@ -15,7 +15,6 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
 
 disable_created_metrics()  # no *_created series: they double the output and say little
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -46,24 +45,9 @@ REDIS_ERRORS = Counter(
 )
 
 
-class _SessionsByStatus:
-    """Live sessions by status, from the store's index of live sessions."""
-
-    def collect(self):
-        from sessions_app.selectors import session_status_counts
-
-        family = GaugeMetricFamily("voice_sessions", "Live sessions by status", labels=["status"])
-        try:
-            counts = session_status_counts()
-        except Exception:
-            REDIS_ERRORS.inc()
-            return
-        for status, count in sorted(counts.items()):
-            family.add_metric([status], count)
-        yield family
-
-
-REGISTRY.register(_SessionsByStatus())
+def register_collector(collector) -> None:
+    """Add a collector of the wiring's (an app's service-wide figures) to this registry."""
+    REGISTRY.register(collector)
 
 
 def metrics_view(request):

@@ -17,7 +17,7 @@ from django.contrib.sessions.middleware import SessionMiddleware
 from django.middleware import security
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 
-from voiceproject.handler import OPERATOR_PREFIXES
+from core.overrides.handler import OPERATOR_PREFIXES
 
 # Responses under this prefix may carry a session token or a connect token (the create's
 # answer, every GET of a session): no cache, shared or private, may keep them.
