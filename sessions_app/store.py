@@ -180,6 +180,8 @@ def event_append(*, session_id: str, payload: str, buffered: bool) -> int | None
         buffered=buffered,
         max_bytes=settings.EVENT_BUFFER_BYTES,
         tally_field="ev_bytes",
+        seq_field="seq",
+        lost_field="lost_upto",
     )
 
 

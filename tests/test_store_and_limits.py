@@ -15,6 +15,9 @@ from tests.conftest import KEY_HASH, bearer, create_session, hold
 
 pytestmark = pytest.mark.django_db(databases=[])
 
+# the session store's names for the event stamp's counter and its lost mark
+EMIT_FIELDS = {"seq_field": "seq", "lost_field": "lost_upto"}
+
 
 def _create(namespace_id="user-1"):
     return services.session_create(
@@ -166,9 +169,9 @@ def _primitive_calls(prefix: str, now: float) -> list[tuple[str, tuple, dict]]:
         ("index_add", (idx, "y", 2.0, 60), {"drop_below": 0.5}),
         ("index_members", (idx,), {}),
         ("index_page", (idx,), {"offset": 0, "limit": 1}),
-        ("emit", (h, ev), {"payload": "e1", "cap": 1, "buffered": True}),
-        ("emit", (h, ev), {"payload": "e2", "cap": 1, "buffered": True}),
-        ("emit", (h, ev), {"payload": "e3", "cap": 1, "buffered": False}),
+        ("emit", (h, ev), {**EMIT_FIELDS, "payload": "e1", "cap": 1, "buffered": True}),
+        ("emit", (h, ev), {**EMIT_FIELDS, "payload": "e2", "cap": 1, "buffered": True}),
+        ("emit", (h, ev), {**EMIT_FIELDS, "payload": "e3", "cap": 1, "buffered": False}),
         ("buffer_read", (ev,), {}),
         ("list_push", (lst, "a"), {"cap": 2, "ttl": 60}),
         ("list_push", (lst, "b"), {"cap": 2, "ttl": 60}),
@@ -214,34 +217,76 @@ def _primitive_calls(prefix: str, now: float) -> list[tuple[str, tuple, dict]]:
         (
             "emit",
             (h2, ev2),
-            {"payload": "p" * 10, "cap": 10, "buffered": True, "max_bytes": 30, "tally_field": "b"},
+            {
+                **EMIT_FIELDS,
+                "payload": "p" * 10,
+                "cap": 10,
+                "buffered": True,
+                "max_bytes": 30,
+                "tally_field": "b",
+            },
         ),
         (
             "emit",
             (h2, ev2),
-            {"payload": "p" * 10, "cap": 10, "buffered": True, "max_bytes": 30, "tally_field": "b"},
+            {
+                **EMIT_FIELDS,
+                "payload": "p" * 10,
+                "cap": 10,
+                "buffered": True,
+                "max_bytes": 30,
+                "tally_field": "b",
+            },
         ),
         (
             "emit",
             (h2, ev2),
-            {"payload": "p" * 10, "cap": 10, "buffered": True, "max_bytes": 30, "tally_field": "b"},
+            {
+                **EMIT_FIELDS,
+                "payload": "p" * 10,
+                "cap": 10,
+                "buffered": True,
+                "max_bytes": 30,
+                "tally_field": "b",
+            },
         ),
         (
             "emit",
             (h2, ev2),
-            {"payload": "q", "cap": 10, "buffered": False, "max_bytes": 30, "tally_field": "b"},
+            {
+                **EMIT_FIELDS,
+                "payload": "q",
+                "cap": 10,
+                "buffered": False,
+                "max_bytes": 30,
+                "tally_field": "b",
+            },
         ),
         ("buffer_read", (ev2,), {}),
         (
             "emit",
             (h2, ev2),
-            {"payload": "r" * 40, "cap": 10, "buffered": True, "max_bytes": 30, "tally_field": "b"},
+            {
+                **EMIT_FIELDS,
+                "payload": "r" * 40,
+                "cap": 10,
+                "buffered": True,
+                "max_bytes": 30,
+                "tally_field": "b",
+            },
         ),
         ("buffer_read", (ev2,), {}),
         (
             "emit",
             (prefix + "missing", ev2),
-            {"payload": "s", "cap": 10, "buffered": True, "max_bytes": 30, "tally_field": "b"},
+            {
+                **EMIT_FIELDS,
+                "payload": "s",
+                "cap": 10,
+                "buffered": True,
+                "max_bytes": 30,
+                "tally_field": "b",
+            },
         ),
         ("list_push", (lst2, "abc"), {**budget_push, "tally": (h2, "m")}),
         ("list_push", (lst2, "def"), {**budget_push, "tally": (h2, "m")}),
