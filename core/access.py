@@ -104,10 +104,16 @@ def bound_id_owned_by(*, bound_id: str, owner_id: str) -> bool:
 
 
 # keyed hashes -----------------------------------------------------------------------------------
-def keyed_hash(*parts: str) -> str:
+def keyed_hash(*parts: str, secret: str | None = None) -> str:
     """A keyed hash of ``parts``: comparable, stored instead of the value, never reversible."""
     message = b"\x00".join(p.encode() for p in parts)
-    return _mac(_KEYED_HASH_SALT, message, settings.SECRET_KEY).hex()
+    return _mac(_KEYED_HASH_SALT, message, secret or settings.SECRET_KEY).hex()
+
+
+def keyed_hash_earlier(*parts: str) -> tuple[str, ...]:
+    """The same keyed hash under each of ``SECRET_KEY_FALLBACKS`` (a key rotation's old keys)."""
+    fallbacks = getattr(settings, "SECRET_KEY_FALLBACKS", [])
+    return tuple(keyed_hash(*parts, secret=key) for key in fallbacks)
 
 
 # the holder of a request --------------------------------------------------------------------------
@@ -129,6 +135,15 @@ def session_holder_check(request, *, session_id: str | None) -> None:
         return
     if session_id is None or not hmac.compare_digest(_holder(request), session_id):
         raise InvalidSessionToken()
+
+
+def task_holder_confirm(request, record: dict) -> dict:
+    """Once a task is read: its record names the token's session too (defence in depth)."""
+    if settings.SESSION_AUTH != "off" and not hmac.compare_digest(
+        _holder(request), str(record.get("session_id", ""))
+    ):
+        raise InvalidSessionToken()
+    return record
 
 
 def task_holder_check(request, *, task_id: str | None) -> None:

@@ -6,9 +6,11 @@ also bound as associated data. With ``ENCRYPTION_ENABLED`` off, values are store
 """
 
 import base64
+import contextlib
 import functools
 import os
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -54,8 +56,12 @@ def unseal(session_id: str, stored: str) -> str:
     if not stored.startswith(_PREFIX):
         raise NotSealed("the stored value is not sealed")
     raw = base64.b64decode(stored[len(_PREFIX) :])
-    return (
-        _aead(settings.SECRET_KEY, session_id)
-        .decrypt(raw[:12], raw[12:], session_id.encode())
-        .decode()
-    )
+    keys = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    for secret in keys[:-1]:  # a rotation's old keys still open what they sealed
+        with contextlib.suppress(InvalidTag):
+            return _open(secret, session_id, raw)
+    return _open(keys[-1], session_id, raw)
+
+
+def _open(secret: str, session_id: str, raw: bytes) -> str:
+    return _aead(secret, session_id).decrypt(raw[:12], raw[12:], session_id.encode()).decode()

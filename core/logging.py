@@ -33,6 +33,8 @@ _UUID = re.compile(
 _TOKEN_QS = re.compile(r"(token=)[^&\s\"']+")
 _NAMESPACE_QS = re.compile(r"(namespace_id=)[^&\s\"']+")
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
+# A bare secret-shaped run: a session token (64 URL-safe characters) or a hash's 64 hex digits.
+_SECRET_SHAPED = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{64}(?![A-Za-z0-9_-])")
 
 
 def short_id(value: object) -> str:
@@ -44,7 +46,8 @@ def _scrub(text: str) -> str:
     text = _UUID.sub(lambda m: m.group(1) + "~", text)
     text = _TOKEN_QS.sub(r"\1[redacted]", text)
     text = _NAMESPACE_QS.sub(r"\1[redacted]", text)
-    return _BEARER.sub(r"\1[redacted]", text)
+    text = _BEARER.sub(r"\1[redacted]", text)
+    return _SECRET_SHAPED.sub("[redacted]", text)
 
 
 # A log line has a bounded size whatever a client sends: a field's text is cut after
@@ -82,8 +85,10 @@ def redact(_logger, _method, event_dict: dict) -> dict:
         return _security_event(event_dict)
     for key in list(event_dict):
         value = event_dict[key]
-        if key in SECRET_FIELDS:
+        if key in SECRET_FIELDS or "token" in key.lower() or "secret" in key.lower():
             event_dict[key] = "[redacted]"
+        elif isinstance(value, list | tuple | set | dict):
+            event_dict[key] = _scrub(_bound(str(value), MAX_FIELD_CHARS))  # nested: as text
         elif key.endswith("_id") and isinstance(value, str):
             event_dict[key] = short_id(value)
         elif key in ("exception", "stack") and isinstance(value, str):

@@ -17,7 +17,7 @@ from rest_framework import status
 from rest_framework.exceptions import APIException
 
 from core import clock
-from core.access import keyed_hash, session_token_issue
+from core.access import keyed_hash, keyed_hash_earlier, session_token_issue
 from core.crypto import seal
 from core.kv import aio
 from core.layer import group_send_sync
@@ -85,6 +85,7 @@ def session_create(
         namespace_id=namespace_id,
         session_id=session_id,
         key_tag=key_tag,
+        earlier_tags=keyed_hash_earlier("namespace-key", namespace_id, key_hash),
         now=now,
         until=now + window,
     )

@@ -37,6 +37,9 @@ def _session_key(session_id: str) -> str:
 
 
 def _namespace_key(namespace_id: str, part: str = "live") -> str:
+    # Unkeyed, so that key names outlive a SECRET_KEY rotation: a short, guessable namespace
+    # id ("user-42") can be found from its hash by trying ids; clients should use ids that
+    # are not guessable (docs/api.md).
     digest = hashlib.sha256(namespace_id.encode()).hexdigest()[:32]
     return _key("ns", digest, part)
 
@@ -101,7 +104,13 @@ SLOT_TAKEN, SLOT_FULL, SLOT_OTHER_KEY = 1, 0, -1
 
 
 def slot_acquire(
-    *, namespace_id: str, session_id: str, key_tag: str, now: float, until: float
+    *,
+    namespace_id: str,
+    session_id: str,
+    key_tag: str,
+    now: float,
+    until: float,
+    earlier_tags: tuple[str, ...] = (),
 ) -> int:
     """Take one of the namespace's ``MAX_SESSIONS_PER_USER`` slots, atomically.
 
@@ -114,6 +123,7 @@ def slot_acquire(
         _namespace_key(namespace_id, "key"),
         session_id,
         owner=key_tag,
+        also=earlier_tags,
         limit=settings.MAX_SESSIONS_PER_USER,
         now=now,
         until=until,

@@ -5,7 +5,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from core.access import task_holder_check
+from core.access import task_holder_check, task_holder_confirm
 from core.errors import Conflict
 from core.ids import parse_uuid
 from core.openapi import errors
@@ -29,12 +29,15 @@ def _held_task_id(request, pk: str) -> str | None:
 
 def _task_or_404(request, pk: str) -> dict:
     task_id = _held_task_id(request, pk)
-    return _found(selectors.task_get(task_id=task_id) if task_id else None)
+    return task_holder_confirm(
+        request, _found(selectors.task_get(task_id=task_id) if task_id else None)
+    )
 
 
 async def _atask_or_404(request, pk: str) -> dict:
     task_id = _held_task_id(request, pk)
-    return _found(await selectors.atask_get(task_id=task_id) if task_id else None)
+    record = await selectors.atask_get(task_id=task_id) if task_id else None
+    return task_holder_confirm(request, _found(record))
 
 
 class TaskViewSet(AsyncViewSet):

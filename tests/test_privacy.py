@@ -93,3 +93,29 @@ async def test_a_redis_dump_shows_no_plaintext_of_what_users_said(redis_backend,
     for plain in (b"Schmidt", b"4711", b"owes", NAMESPACE.encode(), *map(str.encode, secrets)):
         assert plain not in dump, plain
     await comm.disconnect()
+
+
+def test_secrets_in_nested_fields_odd_names_and_bare_text_are_redacted():
+    """The filter catches what no call site logs today, in case one ever does."""
+    import uuid
+
+    from core.access import session_token_issue
+    from core.logging import redact
+
+    sid = str(uuid.uuid4())
+    token = session_token_issue(session_id=sid)
+    out = redact(
+        None,
+        "info",
+        {
+            "event": f"made {token} for {sid}",
+            "session_ids": [sid, sid],
+            "token_value": token,
+            "api_secret": "hunter2",
+            "nested": {"k": KEY_HASH},
+        },
+    )
+    text = str(out)
+    for secret in (token, sid, KEY_HASH[7:], "hunter2"):
+        assert secret not in text, secret
+    assert sid[:8] in out["event"], "ids stay readable by their first 8 characters"

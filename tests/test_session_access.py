@@ -250,3 +250,22 @@ def test_redis_keeps_neither_the_key_hash_nor_the_token(api, redis_backend):
     assert dump, "the dump must hold the session"
     for secret in (KEY_HASH, KEY_HASH[7:], session["session_token"], "dumped"):
         assert secret.encode() not in dump, secret
+
+
+def test_a_secret_key_rotation_keeps_live_sessions_working_with_the_old_key_as_fallback(
+    api, backend
+):
+    """docs/api.md: SECRET_KEY_FALLBACKS keeps tokens, sealed values and the key rule."""
+    from django.conf import settings
+
+    old = settings.SECRET_KEY
+    session = create_session(api, namespace_id="rotating-key")
+    with override_settings(
+        SECRET_KEY="the-next-secret-key-0123456789abcdef", SECRET_KEY_FALLBACKS=[old]
+    ):
+        held = api.get(f"/api/v1/sessions/{session['id']}", **bearer(session))
+        assert held.status_code == 200 and held.json()["namespace_id"] == "rotating-key"
+        assert _create(api, "rotating-key", KEY_HASH).status_code == 200, "the same key"
+        assert _create(api, "rotating-key", OTHER_KEY_HASH).status_code == 401
+        ended = api.delete(f"/api/v1/sessions/{session['id']}", **bearer(session))
+        assert ended.status_code == 200

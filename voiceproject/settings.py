@@ -44,6 +44,12 @@ if not SECRET_KEY:
         sys.exit("voiceproject: SECRET_KEY must be set when DEBUG is off (or set DEBUG=1)")
     SECRET_KEY = "insecure-development-key-only-for-debug"
 
+# Earlier keys, comma-separated, during a rotation: tokens, sealed values and namespace key
+# tags made under them stay valid; everything new is made under SECRET_KEY.
+SECRET_KEY_FALLBACKS = [
+    k.strip() for k in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if k.strip()
+]
+
 _default_hosts = "localhost,127.0.0.1,[::1]"
 ALLOWED_HOSTS = [
     h.strip() for h in os.environ.get("ALLOWED_HOSTS", _default_hosts).split(",") if h.strip()

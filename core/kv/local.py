@@ -216,6 +216,7 @@ class LocalKV:
         now: float,
         until: float,
         ttl: float,
+        also: tuple[str, ...] = (),
     ) -> int:
         # The owner tag is kept with the set itself here (``owner_key`` names it on Redis).
         with self._lock:
@@ -223,7 +224,7 @@ class LocalKV:
             for m in [m for m, t in leases.items() if t <= now]:
                 del leases[m]
             current = self._owners.get(key)
-            if leases and current is not None and current != owner:
+            if leases and current is not None and current not in (owner, *also):
                 return -1
             if len(leases) >= limit:
                 return 0

@@ -25,14 +25,19 @@ return 1
 """
 
 # KEYS[1] lease zset, KEYS[2] the set's owner tag. ARGV: member, limit, now, until, ttl_ms,
-# owner. As above, and the live leases of a set share one owner: while any is live, another
-# owner is refused (-1); once none is, the next acquire sets the owner. The tag lives as long
-# as the set. Returns 1 (acquired), 0 (full) or -1 (another owner holds the set).
+# owner, then other spellings of the same owner (its tag under an earlier key), if any.
+# As above, and the live leases of a set share one owner: while any is live, another owner is
+# refused (-1); once none is, the next acquire sets the owner. The tag lives as long as the
+# set. Returns 1 (acquired), 0 (full) or -1 (another owner holds the set).
 _LUA_LEASE_ACQUIRE_OWNED = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 local n = redis.call('ZCARD', KEYS[1])
 local cur = redis.call('GET', KEYS[2])
-if n > 0 and cur and cur ~= ARGV[6] then return -1 end
+if n > 0 and cur and cur ~= ARGV[6] then
+  local known = false
+  for i = 7, #ARGV do if cur == ARGV[i] then known = true end end
+  if not known then return -1 end
+end
 if n >= tonumber(ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
 local ttl = tonumber(ARGV[5])
@@ -385,11 +390,12 @@ class RedisKV:
         now: float,
         until: float,
         ttl: float,
+        also: tuple[str, ...] = (),
     ) -> int:
         return self._script(
             "lease_acquire_owned",
             [key, owner_key],
-            [member, limit, now, until, _ms(ttl), owner],
+            [member, limit, now, until, _ms(ttl), owner, *also],
             int,
         )
 
