@@ -5,7 +5,10 @@ Each daphne worker exposes its own figures; scrape every worker (Prometheus sums
 the same, service-wide numbers (aggregate it with ``max``, not ``sum``).
 """
 
-from django.http import HttpResponse
+import ipaddress
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -50,5 +53,20 @@ def register_collector(collector) -> None:
     REGISTRY.register(collector)
 
 
+def _allowed(address: str) -> bool:
+    """Whether ``METRICS_ALLOWED_IPS`` lets this address read /metrics (empty: everyone)."""
+    networks = settings.METRICS_ALLOWED_IPS
+    if not networks:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
+
+
 def metrics_view(request):
+    """Prometheus text; with ``METRICS_ALLOWED_IPS`` set, 404 to every other address."""
+    if not _allowed(request.META.get("REMOTE_ADDR", "")):
+        return JsonResponse({"detail": "Not found"}, status=404)
     return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -209,3 +209,22 @@ async def test_head_and_options_on_the_async_routes_answer_without_an_error(back
     options = await _asgi("OPTIONS", path, headers=holder)
     assert options["status"] == 200
     assert set(options["headers"]["allow"].replace(" ", "").split(",")) >= {"GET", "DELETE"}
+
+
+def test_metrics_can_be_closed_to_all_but_the_scrapers_addresses(api):
+    from django.test import override_settings
+
+    with override_settings(METRICS_ALLOWED_IPS=["10.1.0.0/16", "192.0.2.7"]):
+        assert api.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 404
+        assert api.get("/metrics", REMOTE_ADDR="10.1.4.2").status_code == 200
+        assert api.get("/metrics", REMOTE_ADDR="192.0.2.7").status_code == 200
+    assert api.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 200, "open by default"
+
+
+def test_the_api_docs_can_be_closed_to_the_public(api):
+    from django.test import override_settings
+
+    with override_settings(API_DOCS_PUBLIC=False):
+        assert api.get("/api/docs/").status_code == 404
+        assert api.get("/api/schema/").status_code == 404
+    assert api.get("/api/docs/").status_code == 200

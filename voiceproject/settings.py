@@ -73,6 +73,13 @@ SESSION_AUTH = os.environ.get("SESSION_AUTH", "").strip().lower() or "token"
 if SESSION_AUTH not in ("token", "off"):
     sys.exit(f"voiceproject: SESSION_AUTH must be 'token' or 'off', got {SESSION_AUTH!r}")
 
+# Who may read /metrics (comma-separated addresses or networks; empty: everyone) and whether
+# the API's schema and docs pages are public (CONTRACT 1b: they may be closed).
+METRICS_ALLOWED_IPS = [
+    n.strip() for n in os.environ.get("METRICS_ALLOWED_IPS", "").split(",") if n.strip()
+]
+API_DOCS_PUBLIC = _env_bool("API_DOCS_PUBLIC", True)
+
 # Our own knobs (docs/operations.md).
 EVENT_BUFFER_SIZE = _env_int("EVENT_BUFFER_SIZE", 1024)
 MESSAGE_HISTORY_SIZE = _env_int("MESSAGE_HISTORY_SIZE", 200)
