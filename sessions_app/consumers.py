@@ -9,7 +9,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import functools
 import json
 import time
 import uuid
@@ -17,37 +16,29 @@ from urllib.parse import parse_qs
 
 import structlog
 from asgiref.sync import sync_to_async
-from channels.consumer import get_handler_name
 from channels.exceptions import ChannelFull, StopConsumer
-from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
 from django.conf import settings
-from redis.exceptions import RedisError
 
 from core import clock, metrics
 from core.ids import parse_uuid
 from core.kv import KVUnavailable
+from core.overrides.consumer import FastAsyncWebsocketConsumer
 from sessions_app import selectors, services
 from sessions_app.audio.formats import ENCODINGS, SAMPLE_RATES, bytes_per_second
 from sessions_app.audio.pipeline import AudioPipeline, Backlogged, FormatError
+from sessions_app.protocol import (
+    MAX_TEXT_CHARS,
+    UNAVAILABLE,
+    RateLimiter,
+    close_event,
+    decode_json,
+    utf8_size_over,
+)
 from tasks_app import selectors as task_selectors
 from tasks_app import services as task_services
 
 logger = structlog.get_logger(__name__)
 
-MAX_TEXT_CHARS = 2000
-# Daphne drops close reasons, so every close other than 1000 is preceded by an ``error``
-# event carrying the same code and reason, which any client can read.
-CLOSE_NAMES = {
-    1011: "internal_error",
-    4400: "protocol_violation",
-    4401: "unauthorized",
-    4404: "session_not_found",
-    4408: "idle_timeout",
-    4409: "replaced",
-    4413: "frame_too_large",
-    4429: "too_fast",
-}
 FAILURE_MESSAGES = {
     "": "Nothing was recognized in that utterance",
     "recognizer_busy": "Every recognizer is busy; that utterance was not recognized. Try again",
@@ -56,17 +47,6 @@ _handle_utterance = sync_to_async(task_services.utterance_handle, thread_sensiti
 _announce_reminder = sync_to_async(task_services.reminder_announce, thread_sensitive=False)
 _expire_draft = sync_to_async(task_services.task_expire_draft, thread_sensitive=False)
 _list_tasks = sync_to_async(task_selectors.task_list, thread_sensitive=False)
-
-
-# Exceptions that mean the state store or the channel layer is gone: the socket closes 1011.
-UNAVAILABLE = (KVUnavailable, RedisError, OSError)
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not JSON")  # NaN, Infinity, -Infinity: Python's extension
-
-
-_decode_json = json.JSONDecoder(parse_constant=_no_constant).decode
 
 
 def _short(session_id: str | None) -> str | None:
@@ -85,41 +65,7 @@ def _where(exc: BaseException) -> str:
     return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
 
 
-class RateLimiter:
-    """A token bucket: audio bytes at ``factor`` times real time, or messages per second.
-
-    It refills at ``bytes_per_second * factor`` a second up to a burst of ``burst_seconds``
-    of that. A refused call is charged (audio: the socket closes anyway) unless the caller
-    hands it back with :meth:`refund`. A factor of 0 turns the limit off (benchmarks that
-    stream as fast as they can).
-    """
-
-    def __init__(self, *, bytes_per_second: float, factor: float, burst_seconds: float):
-        self.off = factor <= 0
-        self.rate = bytes_per_second * factor
-        self.capacity = bytes_per_second * burst_seconds * factor
-        self.tokens = self.capacity
-        self.stamp = time.monotonic()
-
-    def allow(self, n: int) -> bool:
-        if self.off:
-            return True
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        self.tokens -= n
-        return self.tokens >= 0
-
-    def refund(self, n: int) -> None:
-        """Give back what a refused call took (what was refused was not done)."""
-        self.tokens += n
-
-    def wait_for(self, n: int) -> float:
-        """Seconds until ``n`` would be allowed."""
-        return max(0.0, (n - self.tokens) / self.rate) if self.rate else 0.0
-
-
-class VoiceConsumer(AsyncWebsocketConsumer):
+class VoiceConsumer(FastAsyncWebsocketConsumer):
     session_id: str | None = None
     conn_gen = 0
     pipeline: AudioPipeline | None = None
@@ -158,11 +104,11 @@ class VoiceConsumer(AsyncWebsocketConsumer):
     async def _fail(self, send, reason: str, *, stamp: bool) -> None:
         """Say why (an ``error`` with ``close_code`` 1011), then close; never raises."""
         metrics.SOCKET_CLOSES.labels(code="1011").inc()
-        event = _close_event(1011, reason, seq=0)
+        event = close_event(1011, reason, seq=0)
         if stamp and self.session_id is not None:
             with contextlib.suppress(Exception):
                 out = await services.session_aemit(
-                    session_id=self.session_id, event=_close_event(1011, reason), broadcast=False
+                    session_id=self.session_id, event=close_event(1011, reason), broadcast=False
                 )
                 event = out or event
         with contextlib.suppress(Exception):
@@ -185,74 +131,9 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         except Exception as exc:
             logger.error("socket_cleanup_failed", error_type=type(exc).__name__, where=_where(exc))
 
-    async def _serve(self, scope, receive, send):
-        """Channels' ``AsyncConsumer.__call__`` with a dispatch loop that costs no task per frame.
-
-        Channels wraps every receive in a new task and an ``asyncio.wait`` over both sources;
-        with 50 audio frames a second per socket that was the largest single cost of the
-        audio path. Here the client's messages are awaited directly, one long-lived task
-        reads the channel layer, and a lock keeps dispatch to one message at a time, as in
-        Channels. A ``StopConsumer`` or an error from either side ends the consumer.
-        """
-        self.scope = scope
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.channel_name = await self.channel_layer.new_channel()
-        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
-        self.base_send = send
-        lock = asyncio.Lock()
-        serving = asyncio.current_task()
-        ended: list[BaseException] = []
-
-        async def from_layer():
-            try:
-                while True:
-                    message = await self.channel_receive()
-                    async with lock:
-                        await self.dispatch(message)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:  # handed to the serving task
-                ended.append(exc)
-                serving.cancel()
-
-        layer_reader = asyncio.create_task(from_layer())
-        try:
-            while True:
-                message = await receive()
-                async with lock:
-                    await self.dispatch(message)
-        except StopConsumer:
-            pass
-        except asyncio.CancelledError:
-            if not ended:
-                raise
-            if not isinstance(ended[0], StopConsumer):
-                raise ended[0] from None
-        finally:
-            layer_reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await layer_reader
-
     async def accept(self, subprotocol=None, headers=None):
         self._accepted = True
         await super().accept(subprotocol, headers)
-
-    # Channels runs ``aclose_old_connections`` (a thread hop) before every message; this
-    # service has no database on the socket path, so dispatch goes straight to the handler.
-    async def dispatch(self, message):
-        """Route a message to its handler, without the per-message DB clean-up.
-
-        A client frame goes straight to :meth:`receive`, as ``websocket_receive`` would send
-        it, one call shorter: it is the audio path.
-        """
-        if message["type"] == "websocket.receive":
-            text = message.get("text")
-            await self.receive(text, None if text is not None else message.get("bytes"))
-            return
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
 
     async def websocket_disconnect(self, message):
         """Leave the group and stop (again without the DB clean-up)."""
@@ -314,7 +195,7 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         logger.info("socket_refused", code=code, reason=reason)
         metrics.SOCKET_CLOSES.labels(code=str(code)).inc()
         await self.accept()
-        await self.send(text_data=json.dumps(_close_event(code, reason, seq=0)))
+        await self.send(text_data=json.dumps(close_event(code, reason, seq=0)))
         await self.close(code=code, reason=reason)
 
     def _configure_audio(self, encoding: str, sample_rate: int) -> None:
@@ -412,11 +293,11 @@ class VoiceConsumer(AsyncWebsocketConsumer):
 
     async def _message(self, text_data: str) -> None:
         """A text frame: rate check, JSON, then its handler."""
-        if _utf8_size_over(text_data, settings.MAX_FRAME_BYTES):
+        if utf8_size_over(text_data, settings.MAX_FRAME_BYTES):
             await self._close(4413, "frame too large")
             return
         try:
-            message = _decode_json(text_data)
+            message = decode_json(text_data)
         except (ValueError, RecursionError):  # nesting too deep for the parser is not JSON
             message = None
             kind = None
@@ -758,28 +639,10 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         if code != 1000:
             try:
                 out = await services.session_aemit(
-                    session_id=self.session_id, event=_close_event(code, reason), broadcast=False
+                    session_id=self.session_id, event=close_event(code, reason), broadcast=False
                 )
             except KVUnavailable:
-                out = _close_event(code, reason, seq=0)
+                out = close_event(code, reason, seq=0)
             if out is not None:
                 await self.send(text_data=json.dumps(out))
         await self.close(code=code, reason=reason)
-
-
-def _close_event(code: int, reason: str, **extra) -> dict:
-    return {
-        "type": "error",
-        "code": CLOSE_NAMES.get(code, "closed"),
-        "message": reason,
-        "close_code": code,
-        **extra,
-    }
-
-
-def _utf8_size_over(text: str, limit: int) -> bool:
-    """Whether ``text`` is more than ``limit`` bytes as sent (UTF-8), encoding only when it
-    could be: a character takes at most 4 bytes."""
-    if len(text) > limit:
-        return True
-    return len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit
