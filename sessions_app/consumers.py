@@ -44,7 +44,6 @@ FAILURE_MESSAGES = {
     "recognizer_busy": "Every recognizer is busy; that utterance was not recognized. Try again",
 }
 _handle_utterance = sync_to_async(task_services.utterance_handle, thread_sensitive=False)
-_announce_reminder = sync_to_async(task_services.reminder_announce, thread_sensitive=False)
 _expire_draft = sync_to_async(task_services.task_expire_draft, thread_sensitive=False)
 _list_tasks = sync_to_async(task_selectors.task_list, thread_sensitive=False)
 
@@ -179,7 +178,6 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
         self.audio_started = False
         self.replayed_upto = 0
         self.last_activity = self.alive_sent = time.monotonic()
-        self.reminders: dict[str, float] = {}
         self.drafts: dict[str, float] = {}
         self._configure_audio("pcm_s16le", 16000)
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -229,7 +227,8 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
         )
 
     async def _watch_tasks(self) -> None:
-        """Pick up reminders still to announce and drafts still to expire (after a reconnect)."""
+        """Pick up drafts still to expire (after a reconnect); reminders announce themselves
+        when the scheduler runs them (tasks_app.scheduler)."""
         for task in await _list_tasks(session_id=self.session_id):
             self._track_task(task, from_store=True)
 
@@ -533,14 +532,8 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
             self.drafts[task_id] = created_ts + settings.DRAFT_TTL_SECONDS
         else:
             self.drafts.pop(task_id, None)
-        if task["type"] == "reminder" and state == "completed":
-            if from_store and task.get("announced") == "1":
-                return
-            self.reminders.setdefault(task_id, 0.0)
-        elif task["type"] == "reminder":
-            self.reminders.pop(task_id, None)
 
-    # the tick: counters, idle, end of life, due reminders ------------------------------------
+    # the tick: counters, idle, end of life, drafts --------------------------------------------
     async def _tick_loop(self) -> None:
         while not self.closing:
             await asyncio.sleep(settings.SOCKET_TICK_SECONDS)
@@ -570,20 +563,6 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
             if now >= due:
                 self.drafts.pop(task_id, None)
                 await _expire_draft(task_id=task_id)
-        for task_id, due in list(self.reminders.items()):
-            if due == 0.0:
-                due = await self._reminder_due(task_id)
-                self.reminders[task_id] = due
-            if now >= due:
-                self.reminders.pop(task_id, None)
-                await _announce_reminder(task_id=task_id)
-
-    async def _reminder_due(self, task_id: str) -> float:
-        record = await sync_to_async(task_selectors.task_get, thread_sensitive=False)(
-            task_id=task_id
-        )
-        result = task_selectors.task_result(record=record) if record else None
-        return float((result or {}).get("due_ts") or float("inf"))
 
     async def _flush_counters(self) -> None:
         if self.rx or self.processed:

@@ -232,7 +232,7 @@ def _finish(task_id: str, to: str, fields: dict) -> bool:
 
 
 def reminder_announce(*, task_id: str) -> bool:
-    """Say a due reminder on its session, once, whichever socket notices first."""
+    """Say a due reminder on its session, once (the claim makes a repeat a no-op)."""
     record = selectors.task_get(task_id=task_id)
     if record is None or not store.task_claim_announcement(task_id=task_id):
         return False
