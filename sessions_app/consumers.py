@@ -1,8 +1,11 @@
-"""``/ws/voice``: the socket of one voice session (CONTRACT section 2).
+"""``/ws/voice``: the wire adapter of a voice session's socket (CONTRACT section 2).
 
-The consumer is an interface: it parses frames, calls services, and forwards what the
-session's channel-layer group receives. Audio frames stay in memory: they are counted in
-process and flushed to the store once per tick, never one cache write per frame.
+It checks the connect token, parses frames (the rules are ``sessions_app.protocol``), turns
+them into calls on the session's :class:`~sessions_app.runtime.ConversationRuntime`, and
+sends the session's events (from its channel-layer group, on any worker) back as frames. What
+the conversation does, audio, dialogue and timers, is the runtime's; this module is the wire.
+Audio frames stay in memory: they are counted in process and flushed to the store once per
+tick, never one cache write per frame.
 """
 
 import asyncio
@@ -11,11 +14,9 @@ import binascii
 import contextlib
 import json
 import time
-import uuid
 from urllib.parse import parse_qs
 
 import structlog
-from asgiref.sync import sync_to_async
 from channels.exceptions import ChannelFull, StopConsumer
 from django.conf import settings
 
@@ -24,8 +25,7 @@ from core.ids import parse_uuid
 from core.kv import KVUnavailable
 from core.overrides.consumer import FastAsyncWebsocketConsumer
 from sessions_app import selectors, services
-from sessions_app.audio.formats import ENCODINGS, SAMPLE_RATES, bytes_per_second
-from sessions_app.audio.pipeline import AudioPipeline, Backlogged, FormatError
+from sessions_app.audio.formats import ENCODINGS, SAMPLE_RATES
 from sessions_app.protocol import (
     MAX_TEXT_CHARS,
     UNAVAILABLE,
@@ -34,40 +34,14 @@ from sessions_app.protocol import (
     decode_json,
     utf8_size_over,
 )
-from tasks_app import selectors as task_selectors
-from tasks_app import services as task_services
+from sessions_app.runtime import ConversationRuntime, short, where
 
 logger = structlog.get_logger(__name__)
-
-FAILURE_MESSAGES = {
-    "": "Nothing was recognized in that utterance",
-    "recognizer_busy": "Every recognizer is busy; that utterance was not recognized. Try again",
-}
-_handle_utterance = sync_to_async(task_services.utterance_handle, thread_sensitive=False)
-_expire_draft = sync_to_async(task_services.task_expire_draft, thread_sensitive=False)
-_list_tasks = sync_to_async(task_selectors.task_list, thread_sensitive=False)
-
-
-def _short(session_id: str | None) -> str | None:
-    """An id as logs carry it: its first 8 characters (the log filter cuts them too)."""
-    return session_id[:8] if session_id else session_id
-
-
-def _where(exc: BaseException) -> str:
-    """Where an exception was raised, as ``file:line``: for logs, never its message (which
-    may quote what the user said)."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    if tb is None:
-        return ""
-    return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
 
 
 class VoiceConsumer(FastAsyncWebsocketConsumer):
     session_id: str | None = None
     conn_gen = 0
-    pipeline: AudioPipeline | None = None
 
     async def __call__(self, scope, receive, send):
         """Serve the socket. Whatever ends it, the cleanup of :meth:`disconnect` runs.
@@ -91,9 +65,9 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
             code = 1011
             logger.error(
                 "socket_failed",
-                session_id=_short(self.session_id),
+                session_id=short(self.session_id),
                 error_type=type(exc).__name__,
-                where=_where(exc),
+                where=where(exc),
             )
             await self._fail(send, "internal error", stamp=True)
         finally:
@@ -128,7 +102,7 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
         try:
             await self.disconnect(code)
         except Exception as exc:
-            logger.error("socket_cleanup_failed", error_type=type(exc).__name__, where=_where(exc))
+            logger.error("socket_cleanup_failed", error_type=type(exc).__name__, where=where(exc))
 
     async def accept(self, subprotocol=None, headers=None):
         self._accepted = True
@@ -163,10 +137,10 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
         self.session_id = session_id
         metrics.SOCKETS_OPEN.inc()  # disconnect() takes it back off whenever session_id is set
         self.conn_gen = int(record["conn_gen"])
-        self.zone = record.get("timezone") or "UTC"
-        self.expires_at = float(record["expires_at"])
+        self.runtime = ConversationRuntime(
+            record=record, send_own=self._send_own, error=self._error, close=self._close
+        )
         self.group = services.group_name(session_id)
-        self.rx = self.processed = 0
         self.errors_in_row = 0
         self.erred = False
         self.refused_in_row = 0
@@ -175,17 +149,14 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
             factor=settings.SOCKET_MESSAGE_RATE,
             burst_seconds=settings.SOCKET_MESSAGE_BURST / (settings.SOCKET_MESSAGE_RATE or 1),
         )
-        self.audio_started = False
         self.replayed_upto = 0
-        self.last_activity = self.alive_sent = time.monotonic()
-        self.drafts: dict[str, float] = {}
-        self._configure_audio("pcm_s16le", 16000)
+        self.last_activity = time.monotonic()
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.groups = [self.group]
         await self.accept()
         await services.session_announce_takeover(session_id=session_id, conn_gen=self.conn_gen)
         await self._send_ready()
-        await self._watch_tasks()
+        await self.runtime.watch_tasks()
         self.tick_task = asyncio.get_running_loop().create_task(self._tick_loop())
 
     async def _refuse(self, code: int, reason: str) -> None:
@@ -196,41 +167,21 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
         await self.send(text_data=json.dumps(close_event(code, reason, seq=0)))
         await self.close(code=code, reason=reason)
 
-    def _configure_audio(self, encoding: str, sample_rate: int) -> None:
-        self.pipeline = AudioPipeline(encoding=encoding, sample_rate=sample_rate, sink=self)
-        self.rate = RateLimiter(
-            bytes_per_second=bytes_per_second(encoding, sample_rate),
-            factor=settings.AUDIO_RATE_LIMIT_FACTOR,
-            burst_seconds=settings.AUDIO_RATE_BURST_SECONDS,
-        )
-
     async def _send_ready(self) -> None:
         await self._send_own(
             {
                 "type": "session.ready",
-                "session_id": self.session_id,
-                "timezone": self.zone,
-                "audio": {
-                    "encoding": self.pipeline.encoding,
-                    "sample_rate": self.pipeline.sample_rate,
-                    "channels": 1,
-                },
+                **self.runtime.describe(),
                 "limits": {
                     "max_frame_bytes": settings.MAX_FRAME_BYTES,
                     "idle_timeout_seconds": settings.IDLE_TIMEOUT_SECONDS,
                     "max_audio_speed": settings.AUDIO_RATE_LIMIT_FACTOR,
                     "max_message_rate": settings.SOCKET_MESSAGE_RATE,
                     "message_burst": settings.SOCKET_MESSAGE_BURST,
-                    "expires_at": clock.iso(self.expires_at),
+                    "expires_at": clock.iso(self.runtime.expires_at),
                 },
             }
         )
-
-    async def _watch_tasks(self) -> None:
-        """Pick up drafts still to expire (after a reconnect); reminders announce themselves
-        when the scheduler runs them (tasks_app.scheduler)."""
-        for task in await _list_tasks(session_id=self.session_id):
-            self._track_task(task, from_store=True)
 
     # disconnect ---------------------------------------------------------------------------------
     async def disconnect(self, code):
@@ -245,18 +196,11 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
         if self.tick_task is not None:
             self.tick_task.cancel()
         try:
-            if self.pipeline is not None:
-                await self.pipeline.close()  # its recognizer goes back to the pool
-        except Exception as exc:
-            logger.error("pipeline_close_failed", error_type=type(exc).__name__)
-        try:
-            await self._flush_counters()
-            if not self.replaced:
-                await services.asession_detach(session_id=self.session_id, conn_gen=self.conn_gen)
+            await self.runtime.shutdown(replaced=self.replaced)
         except UNAVAILABLE:
             logger.warning("state_unavailable_on_disconnect", session_id=self.session_id)
         except Exception as exc:
-            logger.error("socket_detach_failed", error_type=type(exc).__name__, where=_where(exc))
+            logger.error("socket_detach_failed", error_type=type(exc).__name__, where=where(exc))
         logger.info("socket_closed", session_id=self.session_id, code=code)
 
     # frames from the client ---------------------------------------------------------------------
@@ -275,7 +219,7 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
                 if len(bytes_data) > settings.MAX_FRAME_BYTES:
                     await self._close(4413, "frame too large")
                     return
-                await self._audio(bytes_data)
+                await self.runtime.audio(bytes_data)
                 return
             if text_data is not None:
                 await self._message(text_data)
@@ -284,9 +228,9 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
         except Exception as exc:
             logger.error(
                 "socket_frame_failed",
-                session_id=_short(self.session_id),
+                session_id=short(self.session_id),
                 error_type=type(exc).__name__,
-                where=_where(exc),
+                where=where(exc),
             )
             await self._error("message_failed", "The server could not handle that message")
 
@@ -342,23 +286,6 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
             )
         return False
 
-    async def _audio(self, chunk: bytes) -> None:
-        """The hot path: rate check, count, decode and VAD in memory."""
-        if not self.rate.allow(len(chunk)):
-            await self._close(4429, "audio faster than real time")
-            return
-        self.audio_started = True
-        self.rx += 1
-        try:
-            self.pipeline.feed(chunk)
-        except FormatError:
-            await self._error("bad_audio", "Audio frame does not match the session's format")
-            return
-        except Backlogged:
-            await self._close(4429, "recognition cannot keep up")
-            return
-        self.processed += 1
-
     async def on_session_update(self, message: dict) -> None:
         audio = message.get("audio")
         zone = message.get("timezone")
@@ -369,23 +296,22 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
             if not clock.zone_valid(zone):
                 await self._error("bad_timezone", "Unknown time zone: use an IANA name")
                 return
-            self.zone = zone
-            await services.asession_set_timezone(session_id=self.session_id, timezone=zone)
+            await self.runtime.set_zone(zone)
             if audio is None:
                 await self._send_ready()
                 return
         if not isinstance(audio, dict):
             await self._error("bad_message", "session.update audio must be an object")
             return
-        encoding = audio.get("encoding", self.pipeline.encoding)
-        rate = audio.get("sample_rate", self.pipeline.sample_rate)
+        encoding = audio.get("encoding", self.runtime.pipeline.encoding)
+        rate = audio.get("sample_rate", self.runtime.pipeline.sample_rate)
         if encoding not in ENCODINGS or type(rate) is not int or rate not in SAMPLE_RATES:
             await self._error("bad_audio_format", "Unsupported encoding or sample rate")
             return
-        if self.audio_started:
+        if self.runtime.audio_started:
             await self._error("audio_already_started", "Change the format before any audio")
             return
-        self._configure_audio(encoding, rate)
+        self.runtime.configure_audio(encoding, rate)
         await self._send_ready()
 
     async def on_audio(self, message: dict) -> None:
@@ -400,10 +326,10 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
             if await self._message_allowed():
                 await self._error("bad_audio", "audio.data is not valid base64")
             return
-        await self._audio(chunk)
+        await self.runtime.audio(chunk)
 
     async def on_audio_commit(self, message: dict) -> None:
-        if not self.pipeline.commit():
+        if not self.runtime.commit():
             await self._error("empty_commit", "There is no speech to commit")
 
     async def on_text(self, message: dict) -> None:
@@ -411,7 +337,7 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT_CHARS:
             await self._error("bad_text", f"text must be 1 to {MAX_TEXT_CHARS} characters")
             return
-        await self._utterance(text.strip(), utterance_id=None)
+        await self.runtime.utterance(text.strip(), utterance_id=None)
 
     async def on_ping(self, message: dict) -> None:
         await self._send_own({"type": "pong"})
@@ -446,55 +372,6 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
         "session.resume": on_session_resume,
     }
 
-    # the pipeline's sink ------------------------------------------------------------------------
-    async def speech_started(self) -> None:
-        await self._emit({"type": "speech.started"})
-        await self._status("listening")
-
-    async def speech_stopped(self) -> None:
-        await self._emit({"type": "speech.stopped"})
-        await self._status("processing")
-
-    async def partial(self, utterance_id: str, text: str) -> None:
-        await self._emit({"type": "transcript.partial", "utterance_id": utterance_id, "text": text})
-
-    async def final(self, utterance_id: str, text: str) -> None:
-        await self._emit({"type": "transcript.final", "utterance_id": utterance_id, "text": text})
-        await self._utterance(text, utterance_id=utterance_id)
-
-    async def failed(self, utterance_id: str, code: str) -> None:
-        await self._error(code, FAILURE_MESSAGES.get(code, FAILURE_MESSAGES[""]), counts=False)
-        await self._status("connected")
-
-    async def _utterance(self, text: str, *, utterance_id: str | None) -> None:
-        """A final utterance, spoken or typed, to intents and tasks (off the loop).
-
-        Whatever goes wrong on the way is an ``error`` event, and the session's status goes
-        back to ``connected``: events already sent (a stored draft's ``task.created``) stay.
-        """
-        await self._status("processing")
-        metrics.UTTERANCES.labels(source="text" if utterance_id is None else "speech").inc()
-        try:
-            await _handle_utterance(
-                session_id=self.session_id,
-                text=text,
-                utterance_id=utterance_id or str(uuid.uuid4()),
-                zone=self.zone,
-            )
-        except KVUnavailable:
-            await self._error("state_unavailable", "Try again shortly", counts=False)
-        except Exception as exc:
-            logger.error(
-                "utterance_failed",
-                session_id=_short(self.session_id),
-                error_type=type(exc).__name__,
-                where=_where(exc),
-            )
-            await self._error(
-                "utterance_failed", "That could not be handled; please try again", counts=False
-            )
-        await self._status("connected")
-
     # group events -------------------------------------------------------------------------------
     async def session_event(self, message: dict) -> None:
         """An event of the session, from any worker: forward it."""
@@ -505,7 +382,7 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
             return
         await self.send(text_data=json.dumps(event))
         if event["type"] in ("task.created", "task.updated"):
-            self._track_task(event["task"], from_store=False)
+            self.runtime.track_task(event["task"], from_store=False)
         elif event["type"] == "session.closed":
             await self._close(1000, event.get("reason", "closed"))
 
@@ -523,16 +400,6 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
             counts=False,
         )
 
-    def _track_task(self, task: dict, *, from_store: bool) -> None:
-        task_id = task["id"]
-        state = task["state"]
-        if state == "draft":
-            created = task["created_at"]
-            created_ts = float(created) if from_store else clock.now()
-            self.drafts[task_id] = created_ts + settings.DRAFT_TTL_SECONDS
-        else:
-            self.drafts.pop(task_id, None)
-
     # the tick: counters, idle, end of life, drafts --------------------------------------------
     async def _tick_loop(self) -> None:
         while not self.closing:
@@ -545,40 +412,13 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
                 logger.exception("socket_tick_failed", session_id=self.session_id)
 
     async def _tick(self) -> None:
-        await self._flush_counters()
-        if time.monotonic() - self.alive_sent > settings.SOCKET_ALIVE_SECONDS:
-            self.alive_sent = time.monotonic()
-            await services.asession_socket_alive(
-                session_id=self.session_id, conn_gen=self.conn_gen, now=clock.now()
-            )
+        """The wire's own check (idle), then the runtime's timers."""
         if time.monotonic() - self.last_activity > settings.IDLE_TIMEOUT_SECONDS:
             await self._close(4408, "idle timeout")
             return
-        now = clock.now()
-        if now >= self.expires_at:
-            if not await services.session_aclose(session_id=self.session_id, reason="expired"):
-                await self._close(1000, "session expired")
-            return
-        for task_id, due in list(self.drafts.items()):
-            if now >= due:
-                self.drafts.pop(task_id, None)
-                await _expire_draft(task_id=task_id)
-
-    async def _flush_counters(self) -> None:
-        if self.rx or self.processed:
-            deltas = {
-                "audio_chunks_received": self.rx,
-                "audio_chunks_processed": self.processed,
-            }
-            self.rx = self.processed = 0
-            metrics.AUDIO_FRAMES_RECEIVED.inc(deltas["audio_chunks_received"])
-            metrics.AUDIO_FRAMES_PROCESSED.inc(deltas["audio_chunks_processed"])
-            await services.asession_counters_add(session_id=self.session_id, deltas=deltas)
+        await self.runtime.tick()
 
     # sending ------------------------------------------------------------------------------------
-    async def _emit(self, event: dict) -> None:
-        await services.session_aemit(session_id=self.session_id, event=event)
-
     async def _send_own(self, event: dict) -> None:
         """An event for this socket only: it gets a seq, but no other socket sees it.
 
@@ -603,11 +443,6 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
                 await self._close(4400, "too many protocol errors")
                 return
         await self._send_own({"type": "error", "code": code, "message": message})
-
-    async def _status(self, status: str) -> None:
-        await services.asession_set_status(
-            session_id=self.session_id, status=status, conn_gen=self.conn_gen
-        )
 
     async def _close(self, code: int, reason: str) -> None:
         if self.closing:
