@@ -34,7 +34,7 @@ from sessions_app.protocol import (
     decode_json,
     utf8_size_over,
 )
-from sessions_app.runtime import ConversationRuntime, short, where
+from sessions_app.runtime import ConversationRuntime, log_failure, where
 
 logger = structlog.get_logger(__name__)
 
@@ -63,12 +63,7 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
             await self._fail(send, "state unavailable", stamp=False)
         except Exception as exc:
             code = 1011
-            logger.error(
-                "socket_failed",
-                session_id=short(self.session_id),
-                error_type=type(exc).__name__,
-                where=where(exc),
-            )
+            log_failure("socket_failed", self.session_id, exc)
             await self._fail(send, "internal error", stamp=True)
         finally:
             # Shielded: a second cancel must not cut the cleanup short.
@@ -226,12 +221,7 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
         except UNAVAILABLE:
             raise
         except Exception as exc:
-            logger.error(
-                "socket_frame_failed",
-                session_id=short(self.session_id),
-                error_type=type(exc).__name__,
-                where=where(exc),
-            )
+            log_failure("socket_frame_failed", self.session_id, exc)
             await self._error("message_failed", "The server could not handle that message")
 
     async def _message(self, text_data: str) -> None:

@@ -54,6 +54,13 @@ def where(exc: BaseException) -> str:
     return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
 
 
+def log_failure(event: str, session_id: str | None, exc: BaseException) -> None:
+    """An error log line of a failure on a session's path: what and where, never its message."""
+    logger.error(
+        event, session_id=short(session_id), error_type=type(exc).__name__, where=where(exc)
+    )
+
+
 class ConversationRuntime:
     """One connected session's conversation (see the module's docstring)."""
 
@@ -178,12 +185,7 @@ class ConversationRuntime:
         except KVUnavailable:
             await self.error("state_unavailable", "Try again shortly", counts=False)
         except Exception as exc:
-            logger.error(
-                "utterance_failed",
-                session_id=short(self.session_id),
-                error_type=type(exc).__name__,
-                where=where(exc),
-            )
+            log_failure("utterance_failed", self.session_id, exc)
             await self.error(
                 "utterance_failed", "That could not be handled; please try again", counts=False
             )
