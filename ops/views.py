@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from core.ids import parse_uuid
 from ops import selectors, services
-from tasks_app.services import IllegalTransition, TaskNotFound
+from tasks_app.errors import IllegalTransition, TaskNotFound
 from tasks_app.states import STATES
 
 PAGE = 50

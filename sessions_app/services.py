@@ -13,8 +13,6 @@ from urllib.parse import urlencode
 import structlog
 from channels.layers import get_channel_layer
 from django.conf import settings
-from rest_framework import status
-from rest_framework.exceptions import APIException
 
 from core import clock
 from core.access import keyed_hash, keyed_hash_earlier, session_token_issue
@@ -22,6 +20,7 @@ from core.crypto import seal
 from core.kv import aio
 from core.layer import group_send_sync
 from sessions_app import store
+from sessions_app.errors import ConnectRefused, InvalidKeyHash, TooManySessions
 from sessions_app.tokens import TokenInvalid, token_issue, token_verify
 from tasks_app import store as task_store
 
@@ -30,27 +29,6 @@ logger = structlog.get_logger(__name__)
 KEY_HASH_RE = re.compile(r"sha256:[0-9a-f]{64}")  # fullmatch: "$" would allow a final newline
 LIVE_STATUSES = ("created", "connected", "listening", "processing")
 CLOSED_STATUSES = ("closed", "error")
-
-
-class InvalidKeyHash(APIException):
-    status_code = status.HTTP_401_UNAUTHORIZED
-    default_detail = "Invalid encryption key hash"
-
-
-class TooManySessions(APIException):
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
-
-    def __init__(self):
-        super().__init__(f"Maximum {settings.MAX_SESSIONS_PER_USER} concurrent sessions allowed")
-
-
-class ConnectRefused(Exception):
-    """A socket may not attach; ``code`` is the WebSocket close code to send."""
-
-    def __init__(self, code: int, reason: str):
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 def group_name(session_id: str) -> str:

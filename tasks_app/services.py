@@ -16,32 +16,16 @@ from django.utils.module_loading import import_string
 from core import clock
 from core.access import bound_id_issue
 from core.crypto import seal
-from core.errors import Conflict, NotFound
 from core.events import session_emit, session_message_add
 from core.kv import StoreFull
 from core.layer import send_sync
 from core.metrics import TASK_STATES
 from tasks_app import intents, selectors, store, timephrases
+from tasks_app.errors import IllegalTransition, TaskNotFound, TooManyTasks
 from tasks_app.handlers import HandlerError
 from tasks_app.states import PENDING, sources_of
 
 logger = structlog.get_logger(__name__)
-
-
-class TaskNotFound(NotFound):
-    default_detail = "Task not found"
-
-
-class TooManyTasks(Exception):
-    """The session already holds ``MAX_TASKS_PER_SESSION`` tasks."""
-
-
-class IllegalTransition(Conflict):
-    default_detail = "Task state does not allow this"
-
-    def __init__(self, current: str, target: str):
-        super().__init__(f"Task is {current}; it cannot become {target}")
-        self.current = current
 
 
 def task_response(record: dict) -> dict:

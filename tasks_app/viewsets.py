@@ -11,12 +11,13 @@ from core.ids import parse_uuid
 from core.openapi import errors
 from core.overrides.viewsets import AsyncViewSet
 from tasks_app import selectors, services
+from tasks_app.errors import TaskNotFound
 from tasks_app.serializers import TaskResponseSerializer
 
 
 def _found(record: dict | None) -> dict:
     if record is None:
-        raise services.TaskNotFound()
+        raise TaskNotFound()
     return record
 
 
