@@ -224,6 +224,14 @@ async def receive_until(comm: WebsocketCommunicator, event_type: str, timeout: f
             return seen
 
 
+async def close_code(comm: WebsocketCommunicator, timeout: float = 5) -> int:
+    """Read until the server closes the socket; returns the close code."""
+    while True:
+        out = await comm.receive_output(timeout=timeout)
+        if out["type"] == "websocket.close":
+            return out.get("code", 1000)
+
+
 async def aget(client: APIClient, path: str):
     return await sync_to_async(client.get, thread_sensitive=False)(path)
 

@@ -18,7 +18,15 @@ from core import clock
 from sessions_app import store
 from tasks_app import scheduler
 from tasks_app import selectors as task_selectors
-from tests.conftest import KEY_HASH, bearer, connect, create_session, receive_until, ws_path
+from tests.conftest import (
+    KEY_HASH,
+    bearer,
+    close_code,
+    connect,
+    create_session,
+    receive_until,
+    ws_path,
+)
 from voiceproject.asgi import application
 
 pytestmark = pytest.mark.django_db(databases=[])
@@ -38,13 +46,6 @@ async def _create(api, namespace_id: str):
     return await sync_to_async(api.post, thread_sensitive=False)(
         "/api/v1/sessions", {"namespace_id": namespace_id, "key_hash": KEY_HASH}, format="json"
     )
-
-
-async def _close_code(comm: WebsocketCommunicator, timeout: float = 5) -> int:
-    while True:
-        out = await comm.receive_output(timeout=timeout)
-        if out["type"] == "websocket.close":
-            return out.get("code", 1000)
 
 
 # limits and tokens -----------------------------------------------------------------------------
@@ -84,7 +85,7 @@ async def test_two_sockets_racing_with_one_connect_token_exactly_one_wins(backen
         loser = comms[[e["type"] for e in first].index("error")]
         winner = comms[[e["type"] for e in first].index("session.ready")]
         assert first[comms.index(loser)]["close_code"] == 4401
-        assert await _close_code(loser) == 4401
+        assert await close_code(loser) == 4401
         await winner.send_json_to({"type": "ping"})
         assert (await winner.receive_json_from(timeout=5))["type"] == "pong"
         await winner.disconnect()
@@ -172,7 +173,7 @@ async def test_a_frame_of_exactly_max_frame_bytes_is_taken_and_one_byte_more_is_
         if kind == "audio":
             assert await _frames_received(session["id"]) == 1
         await comm.send_to(**frame(size + 1))
-        assert await _close_code(comm) == 4413
+        assert await close_code(comm) == 4413
         await comm.wait()
 
 
@@ -192,4 +193,4 @@ async def test_a_text_frame_over_the_limit_in_bytes_but_not_in_characters_is_441
         comm, _ = await connect(create_session(api))
         pad = "é" * 2100  # 2100 characters, 4200 bytes
         await comm.send_to(text_data=json.dumps({"type": "ping", "pad": pad}, ensure_ascii=False))
-        assert await _close_code(comm, timeout=2) == 4413
+        assert await close_code(comm, timeout=2) == 4413

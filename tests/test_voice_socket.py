@@ -10,7 +10,16 @@ from django.test import override_settings
 
 from core import clock
 from sessions_app.tokens import token_issue
-from tests.conftest import adelete, aget, connect, create_session, hold, receive_until, ws_path
+from tests.conftest import (
+    adelete,
+    aget,
+    close_code,
+    connect,
+    create_session,
+    hold,
+    receive_until,
+    ws_path,
+)
 from voiceproject.asgi import application
 
 pytestmark = pytest.mark.django_db(databases=[])
@@ -29,14 +38,6 @@ async def _refused_with(path: str, headers=None) -> int:
     assert said["close_code"] == out["code"]
     await comm.wait()
     return out["code"]
-
-
-async def _closed_with(comm: WebsocketCommunicator, timeout: float = 5) -> int:
-    """Read until the server closes the socket; returns the close code."""
-    while True:
-        out = await comm.receive_output(timeout=timeout)
-        if out["type"] == "websocket.close":
-            return out.get("code", 1000)
 
 
 async def test_connect_greets_with_session_ready(backend, api):
@@ -94,7 +95,7 @@ async def test_second_socket_takes_over_and_the_first_gets_4409(backend, api):
     first, _ = await connect(session)
     fresh = (await aget(api, f"/api/v1/sessions/{session['id']}")).json()
     second, ready = await connect(fresh)
-    assert await _closed_with(first) == 4409
+    assert await close_code(first) == 4409
     await second.send_json_to({"type": "ping"})
     pong = await second.receive_json_from(timeout=5)
     assert pong["type"] == "pong" and pong["seq"] > ready["seq"]
@@ -153,7 +154,7 @@ async def test_a_long_run_of_protocol_errors_closes_with_4400(api):
     with override_settings(PROTOCOL_ERROR_BUDGET=3):
         for _ in range(4):
             await comm.send_to(text_data="nope")
-        assert await _closed_with(comm) == 4400
+        assert await close_code(comm) == 4400
 
 
 @pytest.mark.parametrize("kind", ["bytes", "text"])
@@ -163,7 +164,7 @@ async def test_a_frame_over_max_frame_bytes_closes_with_4413(api, kind):
         await comm.send_to(bytes_data=b"\x00" * 65538)
     else:
         await comm.send_to(text_data=json.dumps({"type": "text", "text": "a" * 70000}))
-    assert await _closed_with(comm) == 4413
+    assert await close_code(comm) == 4413
 
 
 async def test_audio_frames_are_counted_in_stats_within_a_second(backend, api):
@@ -199,7 +200,7 @@ async def test_audio_sustained_faster_than_twice_real_time_closes_with_4429(api)
         comm2, _ = await connect(create_session(api))
         for _ in range(200):  # 4 s of audio at once
             await comm2.send_to(bytes_data=SILENCE_20MS)
-        assert await _closed_with(comm2) == 4429
+        assert await close_code(comm2) == 4429
     await comm.disconnect()
 
 
@@ -226,7 +227,7 @@ async def test_session_close_from_the_client_closes_with_1000_and_deletes(backen
     await comm.send_json_to({"type": "session.close"})
     closed = await comm.receive_json_from(timeout=5)
     assert closed["type"] == "session.closed" and closed["reason"] == "client"
-    assert await _closed_with(comm) == 1000
+    assert await close_code(comm) == 1000
     assert (await aget(api, f"/api/v1/sessions/{session['id']}")).status_code == 404
 
 
@@ -237,13 +238,13 @@ async def test_delete_over_rest_closes_the_live_socket_with_1000(backend, api):
     assert response.status_code == 200
     closed = await comm.receive_json_from(timeout=5)
     assert closed["type"] == "session.closed" and closed["reason"] == "deleted"
-    assert await _closed_with(comm) == 1000
+    assert await close_code(comm) == 1000
 
 
 async def test_an_idle_socket_is_closed_with_4408(api):
     with override_settings(IDLE_TIMEOUT_SECONDS=0.3):
         comm, _ = await connect(create_session(api))
-        assert await _closed_with(comm, timeout=5) == 4408
+        assert await close_code(comm, timeout=5) == 4408
 
 
 async def test_pings_keep_a_socket_from_idling_out(api):
@@ -262,7 +263,7 @@ async def test_at_the_end_of_its_life_the_session_closes_its_socket_with_1000(ba
     clock.advance(24 * 3600 + 1)
     closed = await comm.receive_json_from(timeout=5)
     assert closed == {"type": "session.closed", "reason": "expired", "seq": closed["seq"]}
-    assert await _closed_with(comm) == 1000
+    assert await close_code(comm) == 1000
     assert (await aget(api, f"/api/v1/sessions/{session['id']}")).status_code == 404
 
 
