@@ -29,11 +29,6 @@ def iso(ts: float | str) -> str:
     return datetime.fromtimestamp(float(ts), UTC).isoformat().replace("+00:00", "Z")
 
 
-def spoken(ts: float) -> str:
-    """A due time as a reply reads it out, e.g. ``08:30 UTC on Nov 27``."""
-    return datetime.fromtimestamp(float(ts), UTC).strftime("%H:%M UTC on %b %d")
-
-
 @cache
 def _zones() -> frozenset[str]:
     return frozenset(available_timezones())
