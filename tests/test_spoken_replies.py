@@ -140,12 +140,13 @@ async def test_a_reply_is_spoken_in_the_sessions_format_and_the_recognizer_hears
     pcm16k = soxr.resample(pcm.astype(np.float32), rate, 16000).astype(np.int16)
     assert np.sqrt(np.mean(pcm16k.astype(np.float64) ** 2)) > 300, "not silence"
     assert _voiced_share(pcm16k) > 0.4
-    # "Say" and "AM" are not in the command vocabulary, so the words are compared loosely:
-    # the reply's content words must all be heard, "confirm" maybe as "confirmed" (which the
-    # vocabulary has too).
+    # Compared loosely: the command vocabulary lacks "say" and "AM", and the short second
+    # sentence ("Say confirm to set it"), decoded on its own after the pause, comes out
+    # differently from run to run (Piper's voice varies a little each time). The first
+    # sentence's content words, the time included, must all be heard.
     heard = (await _heard(api, pcm16k)).split()
-    for word in ("buy", "milk", "tomorrow", "confirm"):
-        assert any(h.startswith(word) for h in heard), (word, heard)
+    for word in ("buy", "milk", "nine", "tomorrow"):
+        assert word in heard, (word, heard)
     await comm.disconnect()
 
 
