@@ -78,7 +78,7 @@ async def first_audio(host: str, quick: bool) -> dict:
     runs = 5 if quick else 20
     ws = await _open(host)
     audio = _wav("add_milk_to_my_list") + SILENCE_1S
-    latencies = []
+    latencies, to_response, to_started = [], [], []
     # A first turn warms the worker (the voice is loaded when output audio is turned on).
     for i in range(runs + 1):
         sender = asyncio.create_task(send_paced(ws, audio, frame_bytes=640, seconds_per_frame=0.02))
@@ -88,8 +88,14 @@ async def first_audio(host: str, quick: bool) -> dict:
             t for t, e in got if isinstance(e, dict) and e["type"] == "transcript.final"
         )
         first_at = next(t for t, e in got if isinstance(e, bytes))
+        response_at = next(t for t, e in got if isinstance(e, dict) and e["type"] == "response")
+        started_at = next(
+            t for t, e in got if isinstance(e, dict) and e["type"] == "response.audio.started"
+        )
         if i:
             latencies.append(first_at - final_at)
+            to_response.append(response_at - final_at)
+            to_started.append(started_at - response_at)
     await ws.close()
     p50, p95 = percentile(latencies, 50) * 1000, percentile(latencies, 95) * 1000
     print(table(
@@ -97,7 +103,19 @@ async def first_audio(host: str, quick: bool) -> dict:
         ["runs", "p50 ms", "p95 ms", "target p95 ms", "met"],
         [[len(latencies), p50, p95, 300, "yes" if p95 < 300 else "NO"]],
     ))  # fmt: skip
-    return {"runs": len(latencies), "p50_ms": p50, "p95_ms": p95}
+    print(table(
+        "Where that time goes (p50 ms)",
+        ["final -> response (intent, task, store)", "response -> audio.started (synthesis)",
+         "audio.started -> first frame"],
+        [[percentile(to_response, 50) * 1000, percentile(to_started, 50) * 1000,
+          (percentile(latencies, 50) - percentile(to_response, 50)
+           - percentile(to_started, 50)) * 1000]],
+    ))  # fmt: skip
+    return {
+        "runs": len(latencies), "p50_ms": p50, "p95_ms": p95,
+        "final_to_response_p50_ms": percentile(to_response, 50) * 1000,
+        "response_to_started_p50_ms": percentile(to_started, 50) * 1000,
+    }  # fmt: skip
 
 
 async def barge_in(host: str, quick: bool) -> dict:
@@ -130,7 +148,9 @@ async def barge_in(host: str, quick: bool) -> dict:
         frames = [(t, e) for t, e in got if isinstance(e, bytes)]
         after = [e for t, e in frames if t > started_at]
         last_frame = max((t for t, _ in frames), default=first)
-        interrupted = next(e for _, e in got if isinstance(e, dict) and e["type"].endswith("ted"))
+        interrupted = next(
+            e for _, e in got if isinstance(e, dict) and e["type"] == "response.audio.interrupted"
+        )
         played_ms = (started_at - first) * 1000  # what the client could have played by then
         rows.append({
             "last_frame_after_speech_started_ms": (last_frame - started_at) * 1000,
