@@ -154,7 +154,10 @@ async def test_in_manual_mode_only_audio_commit_ends_the_turn(api):
     heard = await receive_until(comm, "pong")
     assert "speech.started" in [e["type"] for e in heard]
     assert not {"speech.stopped", "transcript.final"} & {e["type"] for e in heard}
-    assert await comm.receive_nothing(timeout=1.5), "3 s of silence did not end the turn"
+    while not await comm.receive_nothing(timeout=1.5):  # partials may still come
+        heard.append(await comm.receive_json_from())
+    ended = {"speech.stopped", "transcript.final"} & {e["type"] for e in heard}
+    assert not ended, "2 s of silence did not end the turn"
     await comm.send_json_to({"type": "audio.commit"})
     events = await final_for(comm)
     assert "speech.stopped" in [e["type"] for e in events]

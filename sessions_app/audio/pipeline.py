@@ -40,7 +40,7 @@ class Sink:
     speech_started: Callable[[], Awaitable[None]]
     speech_stopped: Callable[[], Awaitable[None]]
     partial: Callable[[str, str], Awaitable[None]]
-    final: Callable[[str, str], Awaitable[None]]
+    final: Callable[..., Awaitable[None]]  # (utterance_id, text, *, confidence)
     failed: Callable[[str, str], Awaitable[None]]
 
 
@@ -83,6 +83,9 @@ class AudioPipeline:
         self._last_report: asyncio.Task | None = None
         # What the engine keeps between this connection's utterances (speaker adaptation).
         self.recognizer_context: dict = {}
+        # What the recognizer is told at the start of each utterance (the session's).
+        self.language = settings.RECOGNIZER_LANGUAGE
+        self.hints: tuple[str, ...] = ()
 
     @property
     def turns(self) -> TurnDetection:
@@ -190,7 +193,9 @@ class AudioPipeline:
         idle = settings.RECOGNIZER_IDLE_SECONDS or None
         failure = ""
         try:
-            await recognizer.start(self.recognizer_context)
+            await recognizer.start(
+                self.recognizer_context, language=self.language, hints=self.hints
+            )
             while True:
                 try:
                     await asyncio.wait_for(utt.wake.wait(), idle)
@@ -205,13 +210,15 @@ class AudioPipeline:
                 batch = bytes(utt.pending)
                 utt.pending.clear()
                 if batch:
-                    partial = await recognizer.feed(batch)
+                    hypothesis = await recognizer.feed(batch)
+                    partial = hypothesis.text if hypothesis is not None else ""
                     if partial and partial != last_partial and not utt.ended:
                         last_partial = partial
                         await self._report(self.sink.partial(utt.id, partial))
                 if utt.ended and not utt.pending:
                     break
-            text = await recognizer.finish()
+            final = await recognizer.finish()
+            text = final.text
             RECOGNITION_LATENCY.observe(time.monotonic() - utt.ended_at)
         except asyncio.CancelledError:
             raise
@@ -228,7 +235,7 @@ class AudioPipeline:
         if utt.total < MIN_UTTERANCE_BYTES or not text.strip():
             await self._report(self.sink.failed(utt.id, "no_speech_recognized"))
             return
-        await self._report(self.sink.final(utt.id, text.strip()))
+        await self._report(self.sink.final(utt.id, text.strip(), confidence=final.confidence))
 
     async def _fail_when_ended(self, utt: _Utterance, code: str) -> None:
         """Drop an utterance's audio, and say it failed once it ends (after its
