@@ -25,7 +25,7 @@ from sessions_app.audio import turns
 from sessions_app.audio.formats import bytes_per_second
 from sessions_app.audio.pipeline import AudioPipeline, Backlogged, FormatError
 from sessions_app.audio.recognizer import TranscriptionError as TranscriptionError  # adapters
-from sessions_app.audio.recognizer import check_transcription, get_pool
+from sessions_app.audio.recognizer import check_transcription
 from sessions_app.audio.turns import TurnDetectionError as TurnDetectionError  # for adapters
 from sessions_app.protocol import RateLimiter
 from tasks_app import selectors as task_selectors
@@ -152,7 +152,7 @@ class ConversationRuntime:
         utterance on. Raises :class:`TranscriptionError` (``str()`` fit for the client) and
         changes nothing when the engine does not support the language or the hints are bad."""
         language, hints = check_transcription(
-            get_pool().capabilities,
+            self.pipeline.capabilities(),
             self.pipeline.language if language is None else language,
             self.pipeline.hints if hints is None else hints,
         )

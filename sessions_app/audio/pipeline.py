@@ -17,7 +17,7 @@ from django.conf import settings
 
 from core.metrics import RECOGNITION_LATENCY
 from sessions_app.audio.formats import TARGET_RATE, Decoder, FormatError
-from sessions_app.audio.recognizer import RecognizerBusy, get_pool
+from sessions_app.audio.recognizer import Capabilities, RecognizerBusy, get_pool
 from sessions_app.audio.turns import DEFAULT as DEFAULT_TURNS
 from sessions_app.audio.turns import TurnDetection
 from sessions_app.audio.vad import Segmenter
@@ -86,6 +86,10 @@ class AudioPipeline:
         # What the recognizer is told at the start of each utterance (the session's).
         self.language = settings.RECOGNIZER_LANGUAGE
         self.hints: tuple[str, ...] = ()
+
+    def capabilities(self) -> Capabilities:
+        """What the recognizer engine supports (languages, streaming, sample rates)."""
+        return get_pool().capabilities
 
     @property
     def turns(self) -> TurnDetection:

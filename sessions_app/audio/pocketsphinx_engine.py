@@ -73,7 +73,7 @@ class PocketSphinxRecognizer:
         self._decoder.end_utt()
         self._in_utt = False
         self._context["cmn"] = self._decoder.get_cmn()
-        if self._second_pass:
+        if self._second_pass and self._audio:
             self._decoder.start_utt()
             self._decoder.process_raw(bytes(self._audio), False, True)
             self._decoder.end_utt()

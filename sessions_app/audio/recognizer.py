@@ -94,7 +94,10 @@ def as_hypothesis(value) -> Hypothesis | None:
 
 def engine_capabilities(engine_path: str) -> Capabilities:
     """An engine's declared capabilities, read from its class (nothing is loaded)."""
-    return getattr(import_string(engine_path), "capabilities", None) or Capabilities()
+    declared = getattr(import_string(engine_path), "capabilities", None)
+    if callable(declared):  # a static method, when they depend on settings (the model)
+        declared = declared()
+    return declared or Capabilities()
 
 
 class TranscriptionError(ValueError):
