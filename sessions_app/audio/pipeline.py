@@ -16,6 +16,7 @@ import structlog
 from django.conf import settings
 
 from core.metrics import RECOGNITION_LATENCY
+from sessions_app.audio.endpointing import silence_needed
 from sessions_app.audio.formats import TARGET_RATE, Decoder, FormatError
 from sessions_app.audio.recognizer import Capabilities, RecognizerBusy, get_pool
 from sessions_app.audio.turns import DEFAULT as DEFAULT_TURNS
@@ -55,6 +56,8 @@ class _Utterance:
         self.wake = asyncio.Event()
         self.ended_event = asyncio.Event()
         self.task: asyncio.Task | None = None
+        self.judged = ""  # the partial last judged a whole command or not, and the verdict
+        self.silence_ms: int | None = None
 
     def add(self, pcm: bytes) -> None:
         self.total += len(pcm)  # also when dropped: a 30 s utterance is still ended
@@ -123,6 +126,8 @@ class AudioPipeline:
                 if self.utterance.total > MAX_UTTERANCE_BYTES:
                     self.segmenter.force_stop()
                     self._stop()
+            elif kind == "pause" and self.utterance is not None:
+                self.utterance.wake.set()  # decode what is pending now: a fresh partial
             elif kind == "stop":
                 self._stop()
 
@@ -219,6 +224,7 @@ class AudioPipeline:
                     if partial and partial != last_partial and not utt.ended:
                         last_partial = partial
                         await self._report(self.sink.partial(utt.id, partial))
+                    self._endpoint(utt, last_partial)
                 if utt.ended and not utt.pending:
                     break
             final = await recognizer.finish()
@@ -240,6 +246,16 @@ class AudioPipeline:
             await self._report(self.sink.failed(utt.id, "no_speech_recognized"))
             return
         await self._report(self.sink.final(utt.id, text.strip(), confidence=final.confidence))
+
+    def _endpoint(self, utt: _Utterance, partial: str) -> None:
+        """While the speaker pauses, end the turn sooner if the partial is a whole command."""
+        if utt is not self.utterance or utt.ended or not self.segmenter.paused or not partial:
+            return
+        if not self.turns.command_end or self.turns.manual:
+            return
+        if utt.judged != partial:
+            utt.judged, utt.silence_ms = partial, silence_needed(partial)
+        self.segmenter.end_after(utt.silence_ms)
 
     async def _fail_when_ended(self, utt: _Utterance, code: str) -> None:
         """Drop an utterance's audio, and say it failed once it ends (after its
