@@ -294,7 +294,8 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
                 return
         if audio is None and zone is None and not has_turns:
             await self._error(
-                "bad_message", "session.update needs audio, output_audio, timezone or turn_detection"
+                "bad_message",
+                "session.update needs audio, output_audio, timezone or turn_detection",
             )
             return
         if has_turns:
