@@ -25,7 +25,9 @@ from core.ids import parse_uuid
 from core.kv import KVUnavailable
 from core.overrides.consumer import FastAsyncWebsocketConsumer
 from sessions_app import selectors, services
+from sessions_app.audio import synthesis
 from sessions_app.audio.formats import ENCODINGS, SAMPLE_RATES
+from sessions_app.audio.speaker import OUTPUT_ENCODINGS, OUTPUT_SAMPLE_RATES, OutputAudio
 from sessions_app.protocol import (
     MAX_TEXT_CHARS,
     UNAVAILABLE,
@@ -118,6 +120,7 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
         self.closing = False
         self.replaced = False
         self.tick_task = None
+        self.output_transport = None
         if session_id is None:
             await self._refuse(4404, "session not found")
             return
@@ -163,10 +166,13 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
         await self.close(code=code, reason=reason)
 
     async def _send_ready(self) -> None:
+        described = self.runtime.describe()
+        if "output_audio" in described:
+            described["output_audio"]["transport"] = self.output_transport
         await self._send_own(
             {
                 "type": "session.ready",
-                **self.runtime.describe(),
+                **described,
                 "limits": {
                     "max_frame_bytes": settings.MAX_FRAME_BYTES,
                     "idle_timeout_seconds": settings.IDLE_TIMEOUT_SECONDS,
@@ -279,8 +285,14 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
     async def on_session_update(self, message: dict) -> None:
         audio = message.get("audio")
         zone = message.get("timezone")
+        if "output_audio" in message:
+            if not await self._set_output_audio(message["output_audio"]):
+                return
+            if audio is None and zone is None:
+                await self._send_ready()
+                return
         if audio is None and zone is None:
-            await self._error("bad_message", "session.update needs audio or timezone")
+            await self._error("bad_message", "session.update needs audio, output_audio or timezone")
             return
         if zone is not None:
             if not clock.zone_valid(zone):
@@ -303,6 +315,50 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
             return
         self.runtime.configure_audio(encoding, rate)
         await self._send_ready()
+
+    async def _set_output_audio(self, spec) -> bool:
+        """``output_audio`` of a ``session.update`` (CONTRACT 2b); False after an error."""
+        if spec is None or (isinstance(spec, dict) and "voice" in spec and spec["voice"] is None):
+            self.runtime.set_output_audio(None)
+            self.output_transport = None
+            return True
+        if not isinstance(spec, dict):
+            await self._error("bad_message", "output_audio must be an object or null")
+            return False
+        current = self.runtime.output
+        encoding = spec.get("encoding", current.encoding if current else "pcm_s16le")
+        rate = spec.get("sample_rate", current.sample_rate if current else 16000)
+        transport = spec.get("transport", self.output_transport or "binary")
+        if (
+            encoding not in OUTPUT_ENCODINGS
+            or type(rate) is not int
+            or rate not in OUTPUT_SAMPLE_RATES
+            or (encoding == "mulaw" and rate != 8000)
+        ):
+            await self._error(
+                "bad_audio_format",
+                "Output audio is pcm_s16le at 8, 16, 24 or 48 kHz, or mulaw at 8 kHz",
+            )
+            return False
+        if transport not in ("binary", "base64"):
+            await self._error("bad_message", "output_audio.transport is binary or base64")
+            return False
+        voices = synthesis.voices()
+        if not voices:
+            await self._error("no_voices", "This server has no voice: replies are text only")
+            return False
+        voice = spec.get("voice", current.voice if current else voices[0])
+        if voice not in voices:
+            await self._error("bad_voice", "Unknown voice: session.ready lists the voices")
+            return False
+        self.output_transport = transport
+        self.runtime.set_output_audio(
+            OutputAudio(encoding=encoding, sample_rate=rate, voice=voice), _WireAudioOut(self)
+        )
+        return True
+
+    async def on_response_cancel(self, message: dict) -> None:
+        await self.runtime.cancel_reply()  # nothing playing: nothing to do, and no error
 
     async def on_audio(self, message: dict) -> None:
         data = message.get("data")
@@ -360,6 +416,7 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
         "ping": on_ping,
         "session.close": on_session_close,
         "session.resume": on_session_resume,
+        "response.cancel": on_response_cancel,
     }
 
     # group events -------------------------------------------------------------------------------
@@ -375,6 +432,8 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
             self.runtime.track_task(event["task"], from_store=False)
         elif event["type"] == "session.closed":
             await self._close(1000, event.get("reason", "closed"))
+        else:
+            await self.runtime.on_event(event)  # a response is spoken, when audio out is on
 
     async def session_takeover(self, message: dict) -> None:
         """A newer socket of this session attached somewhere: this one is replaced."""
@@ -450,3 +509,35 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
             if out is not None:
                 await self.send(text_data=json.dumps(out))
         await self.close(code=code, reason=reason)
+
+
+class _WireAudioOut:
+    """Reply audio on ``/ws/voice``: binary frames, or ``response.audio.delta`` events (no
+    seq: audio is never buffered nor replayed), as the client's ``output_audio.transport``
+    says. The started/done/interrupted events go out through the session's event path."""
+
+    def __init__(self, consumer: VoiceConsumer):
+        self.consumer = consumer
+
+    async def started(self, response_id: str, encoding: str, sample_rate: int) -> None:
+        pass
+
+    async def chunk(self, response_id: str, audio: bytes) -> None:
+        consumer = self.consumer
+        if consumer.closing:
+            return
+        if consumer.output_transport == "base64":
+            delta = {
+                "type": "response.audio.delta",
+                "response_id": response_id,
+                "data": base64.b64encode(audio).decode("ascii"),
+            }
+            await consumer.send(text_data=json.dumps(delta))
+        else:
+            await consumer.send(bytes_data=audio)
+
+    async def done(self, response_id: str, duration_ms: int) -> None:
+        pass
+
+    async def interrupted(self, response_id: str, sent_ms: int) -> None:
+        pass

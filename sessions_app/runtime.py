@@ -8,10 +8,19 @@ every socket of the session hears them. It knows nothing about the wire: an adap
 ``/ws/voice`` consumer, and later other dialects) parses frames into calls on it and gives it
 three callables: ``send_own`` (an event for this connection only), ``error`` (a recoverable
 error for the client) and ``close`` (end the connection with a close code).
+
+Audio out (spoken replies, barge-in; CONTRACT 2b) is off until an adapter calls
+:meth:`ConversationRuntime.set_output_audio` with a format and an
+:class:`~sessions_app.audio.speaker.AudioOut`; the adapter then passes every session event it
+delivers to :meth:`ConversationRuntime.on_event`, and the runtime speaks each ``response``.
+See ``sessions_app/audio/speaker.py`` for the order of calls.
 """
 
+import asyncio
+import contextlib
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -21,8 +30,10 @@ from django.conf import settings
 from core import clock, metrics
 from core.kv import KVUnavailable
 from sessions_app import services
+from sessions_app.audio import synthesis
 from sessions_app.audio.formats import bytes_per_second
 from sessions_app.audio.pipeline import AudioPipeline, Backlogged, FormatError
+from sessions_app.audio.speaker import AudioOut, EchoGuard, Encoder, OutputAudio, Pacer
 from sessions_app.protocol import RateLimiter
 from tasks_app import selectors as task_selectors
 from tasks_app import services as task_services
@@ -36,6 +47,7 @@ FAILURE_MESSAGES = {
 _handle_utterance = sync_to_async(task_services.utterance_handle, thread_sensitive=False)
 _expire_draft = sync_to_async(task_services.task_expire_draft, thread_sensitive=False)
 _list_tasks = sync_to_async(task_selectors.task_list, thread_sensitive=False)
+ANNOUNCE_WAIT_S = 1.0  # how long a reply's audio waits for its started event to go out
 
 
 def short(session_id: str | None) -> str | None:
@@ -61,6 +73,17 @@ def log_failure(event: str, session_id: str | None, exc: BaseException) -> None:
     )
 
 
+class _Reply:
+    """One reply to speak: its text, the seq of its ``response`` event, how far it got."""
+
+    def __init__(self, text: str, seq: int | None):
+        self.text, self.seq = text, seq
+        self.response_id = "resp_" + uuid.uuid4().hex[:16]
+        self.pacer = Pacer()
+        self.delivered = asyncio.Event()
+        self.announced = self.stopped = self.in_send = False
+
+
 class ConversationRuntime:
     """One connected session's conversation (see the module's docstring)."""
 
@@ -82,12 +105,20 @@ class ConversationRuntime:
         self.alive_sent = time.monotonic()
         self.drafts: dict[str, float] = {}
         self.pipeline: AudioPipeline | None = None
+        # audio out (off until an adapter asks): the reply playing, those waiting, the echo
+        self.output: OutputAudio | None = None
+        self.audio_out: AudioOut | None = None
+        self.echo: EchoGuard | None = None
+        self.echo_utterances: set[str] = set()
+        self.replies: deque[_Reply] = deque()
+        self.current: _Reply | None = None
+        self.player: asyncio.Task | None = None
         self.configure_audio("pcm_s16le", 16000)
 
     # what the connection is ------------------------------------------------------------------
     def describe(self) -> dict:
         """The session's side of ``session.ready``: its id, zone and audio format."""
-        return {
+        out = {
             "session_id": self.session_id,
             "timezone": self.zone,
             "audio": {
@@ -95,7 +126,15 @@ class ConversationRuntime:
                 "sample_rate": self.pipeline.sample_rate,
                 "channels": 1,
             },
+            "voices": synthesis.voices(),
         }
+        if self.output is not None:
+            out["output_audio"] = {
+                "encoding": self.output.encoding,
+                "sample_rate": self.output.sample_rate,
+                "voice": self.output.voice,
+            }
+        return out
 
     async def watch_tasks(self) -> None:
         """Pick up drafts still to expire (after a reconnect); reminders announce themselves
@@ -124,12 +163,16 @@ class ConversationRuntime:
             factor=settings.AUDIO_RATE_LIMIT_FACTOR,
             burst_seconds=settings.AUDIO_RATE_BURST_SECONDS,
         )
+        if self.output is not None:
+            self.echo = EchoGuard(encoding, sample_rate, self.output)
 
     async def audio(self, chunk: bytes) -> None:
         """The hot path: rate check, count, decode and VAD in memory."""
         if not self.rate.allow(len(chunk)):
             await self.close(4429, "audio faster than real time")
             return
+        if self.echo is not None and self.echo.active():
+            self.echo.heard(chunk)  # a reply is live: keep what came in, to tell its echo
         self.audio_started = True
         self.rx += 1
         try:
@@ -148,7 +191,17 @@ class ConversationRuntime:
 
     # the pipeline's sink ---------------------------------------------------------------------
     async def speech_started(self) -> None:
+        """Speech began. While a reply is live this is barge-in, unless it is the reply's
+        own echo (then the utterance is not recognised as the user's)."""
+        cut = None
+        if self.echo is not None and self.echo.active() and self.echo.is_echo():
+            if self.pipeline.utterance is not None:
+                self.echo_utterances.add(self.pipeline.utterance.id)
+        elif self.current is not None or self.replies:
+            cut = await self._cut()  # no frame is sent after this line
         await self.emit({"type": "speech.started"})
+        if cut is not None:
+            await self._report_cut(*cut)
         await self.status("listening")
 
     async def speech_stopped(self) -> None:
@@ -156,13 +209,23 @@ class ConversationRuntime:
         await self.status("processing")
 
     async def partial(self, utterance_id: str, text: str) -> None:
+        if utterance_id in self.echo_utterances:
+            return
         await self.emit({"type": "transcript.partial", "utterance_id": utterance_id, "text": text})
 
     async def final(self, utterance_id: str, text: str) -> None:
+        if utterance_id in self.echo_utterances:
+            self.echo_utterances.discard(utterance_id)  # the reply heard itself: not a turn
+            await self.status("connected")
+            return
         await self.emit({"type": "transcript.final", "utterance_id": utterance_id, "text": text})
         await self.utterance(text, utterance_id=utterance_id)
 
     async def failed(self, utterance_id: str, code: str) -> None:
+        if utterance_id in self.echo_utterances:
+            self.echo_utterances.discard(utterance_id)
+            await self.status("connected")
+            return
         await self.error(code, FAILURE_MESSAGES.get(code, FAILURE_MESSAGES[""]), counts=False)
         await self.status("connected")
 
@@ -190,6 +253,169 @@ class ConversationRuntime:
                 "utterance_failed", "That could not be handled; please try again", counts=False
             )
         await self.status("connected")
+
+    # audio out: spoken replies and barge-in (CONTRACT 2b) ----------------------------------
+    def set_output_audio(self, config: OutputAudio | None, out: AudioOut | None = None) -> None:
+        """Speak replies in ``config``'s format through ``out`` (None: replies are text only
+        again). A reply playing when the format changes is cut off (``interrupted``).
+
+        ``config.voice`` must be one of :func:`synthesis.voices` (the adapter checks).
+        """
+        if self.current is not None or self.replies:
+            self._spawn_cut()
+        self.output = config
+        self.audio_out = out if config is not None else None
+        self.echo = (
+            None
+            if config is None
+            else EchoGuard(self.pipeline.encoding, self.pipeline.sample_rate, config)
+        )
+        if config is not None:
+            synthesis.get_pool().warm()  # the worker loads the voice before the first reply
+
+    async def on_event(self, event: dict) -> None:
+        """Every session event the adapter delivers to its client comes through here: a
+        ``response`` is spoken (when audio out is on), in turn after any reply playing."""
+        kind = event.get("type")
+        if kind == "response" and self.output is not None and event.get("text"):
+            self.replies.append(_Reply(event["text"], event.get("seq")))
+            if self.player is None or self.player.done():
+                self.player = asyncio.get_running_loop().create_task(self._play_all())
+        elif kind == "response.audio.started":
+            reply = self.current
+            if reply is not None and reply.response_id == event.get("response_id"):
+                reply.delivered.set()
+
+    async def cancel_reply(self) -> bool:
+        """``response.cancel``: stop the reply playing now; False when none was."""
+        if self.current is None and not self.replies:
+            return False
+        cut = await self._cut()
+        if cut is not None:
+            await self._report_cut(*cut)
+        return True
+
+    async def _cut(self):
+        """Stop sending at once (the frame being written, if any, is the last), drop the
+        replies waiting; (reply, sent_ms) when the client was told the reply started."""
+        reply, self.current = self.current, None
+        self.replies.clear()
+        task, self.player = self.player, None
+        if reply is not None:
+            reply.stopped = True
+        if task is not None and not (reply is not None and reply.in_send):
+            task.cancel()  # mid-write, the flag stops it after the write instead
+        if reply is None or not reply.announced:
+            return None
+        with contextlib.suppress(Exception):
+            await self.audio_out.interrupted(reply.response_id, reply.pacer.sent_ms)
+        return reply, reply.pacer.sent_ms
+
+    def _spawn_cut(self) -> None:
+        async def cut():
+            found = await self._cut()
+            if found is not None:
+                await self._report_cut(*found)
+
+        asyncio.get_running_loop().create_task(cut())
+
+    async def _report_cut(self, reply: "_Reply", sent_ms: int) -> None:
+        await self.emit(
+            {
+                "type": "response.audio.interrupted",
+                "response_id": reply.response_id,
+                "sent_ms": sent_ms,
+            }
+        )
+        try:
+            await services.asession_reply_cut_off(
+                session_id=self.session_id, response_seq=reply.seq, sent_ms=sent_ms
+            )
+        except Exception as exc:
+            log_failure("reply_cut_off_failed", self.session_id, exc)
+
+    async def _play_all(self) -> None:
+        while self.replies and self.output is not None:
+            reply = self.current = self.replies.popleft()
+            try:
+                await self._play(reply, self.output, self.audio_out)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log_failure("reply_audio_failed", self.session_id, exc)
+            finally:
+                if self.current is reply:
+                    self.current = None
+
+    async def _play(self, reply: "_Reply", config: OutputAudio, out: AudioOut) -> None:
+        """Synthesise (in a worker, chunk by chunk), encode, pace and send one reply."""
+        encoder = None
+        stream = synthesis.get_pool().stream(reply.text, config.voice)
+        try:
+            async for pcm, rate in stream:
+                if encoder is None:
+                    encoder = Encoder(config, rate)
+                    await self._announce(reply, config, out)
+                for frame in encoder.frames(pcm):
+                    await self._send_frame(reply, frame, out)
+                    if reply.stopped:
+                        return
+            if encoder is not None:
+                for frame in encoder.flush():
+                    await self._send_frame(reply, frame, out)
+                    if reply.stopped:
+                        return
+        except synthesis.SynthesisFailed:
+            logger.warning("synthesis_failed", session_id=short(self.session_id))
+            if encoder is None:
+                await self.error("speech_failed", "That reply could not be spoken", counts=False)
+                return
+        finally:
+            await stream.aclose()
+        if encoder is None:
+            return
+        await out.done(reply.response_id, reply.pacer.sent_ms)
+        self.current = None
+        await self.emit(
+            {
+                "type": "response.audio.done",
+                "response_id": reply.response_id,
+                "duration_ms": reply.pacer.sent_ms,
+            }
+        )
+
+    async def _announce(self, reply: "_Reply", config: OutputAudio, out: AudioOut) -> None:
+        """``response.audio.started`` through the event path; the audio follows it on the
+        wire once it has come back to this connection (at most ``ANNOUNCE_WAIT_S``)."""
+        reply.announced = True
+        await self.emit(
+            {
+                "type": "response.audio.started",
+                "response_id": reply.response_id,
+                "encoding": config.encoding,
+                "sample_rate": config.sample_rate,
+                "response_seq": reply.seq,
+            }
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reply.delivered.wait(), ANNOUNCE_WAIT_S)
+        await out.started(reply.response_id, config.encoding, config.sample_rate)
+
+    async def _send_frame(self, reply: "_Reply", frame: bytes, out: AudioOut) -> None:
+        wait = reply.pacer.wait()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if reply.stopped:
+            return
+        reply.in_send = True
+        try:
+            await out.chunk(reply.response_id, frame)
+        finally:
+            reply.in_send = False
+        reply.pacer.sent_ms += self.output.ms_of(len(frame)) if self.output else 0
+        if self.echo is not None:
+            self.echo.sent(frame)
+            self.echo.playing(reply.pacer.lead)
 
     # the timers ------------------------------------------------------------------------------
     async def tick(self) -> None:
@@ -235,6 +461,9 @@ class ConversationRuntime:
         """The connection is gone: recognizer back to the pool, counters flushed, and the
         session waits for a reconnect (unless a newer connection took it over). Each step
         runs even if the one before failed."""
+        self.replies.clear()
+        if self.player is not None:
+            self.player.cancel()  # nobody to speak to: the reply stops without events
         try:
             await self.pipeline.close()  # its recognizer goes back to the pool
         except Exception as exc:

