@@ -19,8 +19,15 @@ Then, field for field as Twilio's "Media Streams - WebSocket Messages" has them:
 Frames are checked by the same rules as ``/ws/voice`` (``sessions_app.protocol``: frame size,
 strict JSON, the message rate, the error budget, the close codes), and a bad one gets the
 same ``error`` event; Twilio itself never sends one. Transcripts, tasks and replies go
-through the session's one event path as on any socket (replay buffer, group), but this
-socket forwards only its own ``error`` events: Twilio plays audio, it reads no events.
+through the session's one event path as on any socket (replay buffer, group), but Twilio
+reads no events: this socket forwards only its own ``error`` events, and speaks replies.
+
+Spoken replies are on by default on this line, whenever a voice is installed
+(``synthesis.voices()``): the runtime speaks each ``response`` through
+:class:`TwilioAudioOut`, as ``media`` messages (base64 mu-law, 8 kHz, 20 ms each) with the
+stream's ``streamSid``, a ``mark`` named by the ``response_id`` after each reply, and a
+``clear`` when the caller talks over a reply (barge-in; the runtime tells the reply's echo
+from the caller's voice).
 
 The base class is ``VoiceConsumer``: the socket's life (crash handling, clean-up, takeover,
 the tick, idle, counters) is the same; what differs is the handshake and the messages.
@@ -38,6 +45,8 @@ from django.conf import settings
 from core import metrics
 from core.kv import KVUnavailable
 from sessions_app import services
+from sessions_app.audio import synthesis
+from sessions_app.audio.speaker import OutputAudio
 from sessions_app.consumers import VoiceConsumer
 from sessions_app.protocol import (
     UNAVAILABLE,
@@ -113,6 +122,12 @@ class TwilioConsumer(VoiceConsumer):
             record=record, send_own=self._send_own, error=self._error, close=self._close
         )
         self.runtime.configure_audio("mulaw", 8000)
+        voices = synthesis.voices()
+        if voices:  # spoken replies are on by default on a phone line (CONTRACT 2c)
+            self.runtime.set_output_audio(
+                OutputAudio(encoding="mulaw", sample_rate=8000, voice=voices[0]),
+                TwilioAudioOut(self),
+            )
         self.group = services.group_name(session_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.groups = [self.group]
@@ -257,7 +272,7 @@ class TwilioConsumer(VoiceConsumer):
         "stop": on_stop,
     }
 
-    # the session's events: Twilio hears only its own errors -----------------------------------
+    # the session's events: Twilio hears only its own errors, and replies as audio ------------
     async def session_event(self, message: dict) -> None:
         event = message["event"]
         if self.closing:
@@ -269,6 +284,8 @@ class TwilioConsumer(VoiceConsumer):
             self.runtime.track_task(event["task"], from_store=False)
         elif kind == "session.closed":
             await self._close(1000, event.get("reason", "closed"))
+        else:
+            await self.runtime.on_event(event)  # a response is spoken (TwilioAudioOut)
 
     # sending before a session is attached -------------------------------------------------------
     async def _send_own(self, event: dict) -> None:
@@ -289,3 +306,34 @@ class TwilioConsumer(VoiceConsumer):
         if code != 1000:
             await self.send(text_data=json.dumps(close_event(code, reason, seq=0)))
         await self.close(code=code, reason=reason)
+
+
+class TwilioAudioOut:
+    """Spoken replies as Twilio plays them (``sessions_app.audio.speaker.AudioOut``): each
+    20 ms frame of mu-law a ``media`` message with the stream's ``streamSid``; a ``mark``
+    named by the reply's ``response_id`` after its last frame (Twilio sends the mark back
+    once the caller has heard it all); a ``clear`` on barge-in, which drops what Twilio
+    has buffered but not yet played."""
+
+    def __init__(self, consumer: TwilioConsumer):
+        self.consumer = consumer
+
+    async def _send(self, message: dict) -> None:
+        consumer = self.consumer
+        if not consumer.closing:
+            await consumer.send(text_data=json.dumps(message, separators=(",", ":")))
+
+    async def started(self, response_id: str, encoding: str, sample_rate: int) -> None:
+        pass  # Twilio's media needs no announcement
+
+    async def chunk(self, response_id: str, audio: bytes) -> None:
+        payload = base64.b64encode(audio).decode("ascii")
+        sid = self.consumer.stream_sid
+        await self._send({"event": "media", "streamSid": sid, "media": {"payload": payload}})
+
+    async def done(self, response_id: str, duration_ms: int) -> None:
+        sid = self.consumer.stream_sid
+        await self._send({"event": "mark", "streamSid": sid, "mark": {"name": response_id}})
+
+    async def interrupted(self, response_id: str, sent_ms: int) -> None:
+        await self._send({"event": "clear", "streamSid": self.consumer.stream_sid})

@@ -27,6 +27,8 @@ from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
 from sessions_app import selectors, telephony
+from sessions_app.audio import synthesis
+from sessions_app.audio.formats import MULAW_TO_PCM
 from tasks_app import selectors as task_selectors
 from tests.conftest import KEY_HASH, close_code
 
@@ -186,7 +188,20 @@ def live_call_session() -> dict:
     return rows[0]
 
 
-async def buffered_until(session_id: str, event_type: str, timeout: float = 30) -> list[dict]:
+async def attached(timeout: float = 30) -> dict:
+    """The call's session once a stream has attached to it (its status is no longer
+    ``created``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        session = live_call_session()
+        if session["status"] != "created":
+            return session
+        await asyncio.sleep(0.02)
+    raise AssertionError("no stream attached to the call's session")
+
+
+async def buffered_until(session_id: str, event_type: str, timeout: float = 90) -> list[dict]:
     """The session's events (its replay buffer, as any other socket would hear them) up to
     the first of ``event_type``."""
     loop = asyncio.get_running_loop()
@@ -387,7 +402,6 @@ async def test_a_spoken_command_on_a_call_creates_its_task(backend):
     await twilio.speak(phone_audio("remind_buy_milk_tomorrow"))
     await twilio.silence(1.0)
     session = live_call_session()
-    assert session["status"] != "created", "the stream attached to the call's session"
     events = await buffered_until(session["id"], "response")
     final = next(e for e in events if e["type"] == "transcript.final")
     assert final["text"] == "remind me to buy milk tomorrow"
@@ -399,6 +413,87 @@ async def test_a_spoken_command_on_a_call_creates_its_task(backend):
     assert selectors.session_list()[0] == 0, "the call's end frees its slot in the line"
     kept = await task_selectors.atask_get(task_id=created["id"])
     assert kept is not None and kept["type"] == "reminder"
+
+
+async def twilio_messages_until(comm, event: str, timeout: float = 90) -> list[dict]:
+    """What the service sends Twilio, up to and including the first ``event`` message."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    seen = []
+    while True:
+        message = await comm.receive_json_from(timeout=max(0.01, deadline - loop.time()))
+        seen.append(message)
+        if message.get("event") == event:
+            return seen
+
+
+async def call_with_a_reply() -> tuple[WebsocketCommunicator, SimulatedTwilio, dict]:
+    """A call whose caller asked for a reminder; returns once the reply's audio is flowing."""
+    url, params = await answer_call()
+    comm, twilio = await open_stream(url)
+    await twilio.connected()
+    await twilio.start(params)
+    await twilio.silence(0.3)
+    await twilio.speak(phone_audio("remind_buy_milk_tomorrow"))
+    await twilio.silence(1.0)
+    return comm, twilio, live_call_session()
+
+
+def spoken(audio: bytes) -> bool:
+    """Whether mu-law audio is more than silence (codes near 0xFF and 0x7F are near zero)."""
+    pcm = MULAW_TO_PCM[np.frombuffer(audio, dtype=np.uint8)].astype(np.float64)
+    return float(np.sqrt(np.mean(pcm**2))) > 300
+
+
+@LINE
+async def test_the_spoken_reply_comes_back_as_media_of_the_stream_then_a_mark():
+    assert synthesis.voices(), "the test needs the voice of requirements-voice.txt"
+    comm, twilio, session = await call_with_a_reply()
+    messages = await twilio_messages_until(comm, "mark")
+    media, mark = messages[:-1], messages[-1]
+    assert media and all(m["event"] == "media" for m in media), messages[:3]
+    assert all(m["streamSid"] == STREAM_SID for m in messages)
+    assert all(set(m) == {"event", "streamSid", "media"} for m in media)
+    assert all(set(m["media"]) == {"payload"} for m in media)
+    audio = b"".join(base64.b64decode(m["media"]["payload"]) for m in media)
+    assert all(len(base64.b64decode(m["media"]["payload"])) <= 160 for m in media)
+    assert spoken(audio)
+    events, _ = await selectors.asession_replay(session_id=session["id"], after_seq=0)
+    reply = next(e for e in events if e["type"] == "response")
+    done = next(e for e in events if e["type"] == "response.audio.done")
+    assert reply["text"].startswith("Reminder to buy milk")
+    assert mark["mark"] == {"name": done["response_id"]}
+    assert abs(len(audio) / 8 - done["duration_ms"]) <= 20, "8 bytes a millisecond at 8 kHz"
+    assert len(audio) / 8000 > 1.5, "a sentence takes more than a second and a half to say"
+    await twilio.send("mark", mark=mark["mark"])  # Twilio: the caller has heard it all
+    await twilio.stop()
+    assert await close_code(comm) == 1000
+
+
+@LINE
+async def test_speaking_over_the_reply_sends_twilio_a_clear_and_the_new_words_count():
+    comm, twilio, session = await call_with_a_reply()
+    first = await twilio_messages_until(comm, "media")
+    assert first[-1]["streamSid"] == STREAM_SID
+    await twilio.silence(0.2)
+    await twilio.speak(phone_audio("add_milk_to_my_list"))
+    await twilio.silence(1.0)
+    messages = await twilio_messages_until(comm, "clear")
+    assert messages[-1] == {"event": "clear", "streamSid": STREAM_SID}
+    assert all(m["event"] == "media" for m in messages[:-1])
+    events = await buffered_until(session["id"], "response.audio.interrupted")
+    interrupted = events[-1]
+    started = next(e for e in events if e["type"] == "response.audio.started")
+    assert interrupted["response_id"] == started["response_id"]
+    sent_bytes = sum(len(base64.b64decode(m["media"]["payload"])) for m in first + messages[:-1])
+    assert sent_bytes < 8 * 3000, "the rest of the reply was not sent"
+    # What the caller said over the reply was heard, and its own reply is said in full.
+    events = await buffered_until(session["id"], "response.audio.done")
+    created = [e["task"]["type"] for e in events if e["type"] == "task.created"]
+    assert created == ["reminder", "todo"]
+    after = await twilio_messages_until(comm, "mark")
+    assert after[-1]["event"] == "mark" and after[-1]["streamSid"] == STREAM_SID
+    await comm.disconnect()
 
 
 @LINE
@@ -438,7 +533,7 @@ async def test_a_token_is_good_for_one_stream_only():
     url, params = await answer_call()
     first, twilio = await open_stream(url)
     await twilio.start(params)
-    await twilio.silence(0.1)
+    await attached()
     second, replay = await open_stream(url)
     await replay.start(params)
     assert await close_code(second) == 4401
