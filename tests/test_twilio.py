@@ -170,6 +170,7 @@ async def answer_call(to: str = "+15550001111") -> tuple[str, dict]:
     response = await webhook(call_form(to))
     assert response.status_code == 200, response.content
     assert response["Content-Type"].startswith("text/xml")
+    assert response["Cache-Control"] == "no-store", "it carries a token: no cache may keep it"
     return stream_of(response.content)
 
 
