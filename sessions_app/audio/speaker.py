@@ -30,6 +30,7 @@ from typing import Protocol
 
 import numpy as np
 import soxr
+import webrtcvad
 
 from sessions_app.audio.formats import TARGET_RATE, Decoder
 
@@ -156,16 +157,19 @@ class EchoGuard:
     audio it sent (decoded back to 16 kHz, as the client got it, mu-law and all) and the last
     ``HEARD_S`` of what the client sent in. When VAD says speech started, :meth:`is_echo`
     takes the normalised cross-correlation of what was heard against every lag of what was
-    sent: a peak over ``THRESHOLD`` means the microphone picked up the reply (a phone without
-    echo cancellation, a speakerphone), not a person talking over it. The user's own voice,
-    even mixed with the echo, correlates far less. This runs once per speech start, never
-    per frame; per frame there is one bytes append while a reply is live.
+    sent. A peak over ``THRESHOLD`` whose residual (the heard audio less that scaled copy of
+    the reply) is not speech to WebRTC's VAD means the microphone picked up the reply (a
+    phone without echo cancellation, a speakerphone), not a person talking over it. This
+    runs once per speech start, never per frame; per frame there is one bytes append while
+    a reply is live. It models the echo as one delayed, scaled copy: good for a line's
+    echo, not for a room's reverberation, which a device's echo canceller has to remove.
     """
 
     SENT_S = 3.0
     HEARD_S = 0.6
     TAIL_S = 1.5
     THRESHOLD = 0.55
+    RESIDUAL_VOICED = 0.3
 
     def __init__(self, in_encoding: str, in_rate: int, out: OutputAudio):
         self.in_encoding, self.in_rate = in_encoding, in_rate
@@ -204,21 +208,43 @@ class EchoGuard:
         decoder = Decoder(encoding=self.in_encoding, sample_rate=self.in_rate)
         x = np.concatenate([decoder.decode(heard_raw), decoder.flush()]).astype(np.float64)
         y = np.concatenate(list(self._sent)).astype(np.float64)
-        return echo_score(x, y) >= self.THRESHOLD
+        score, residual = echo_score(x, y)
+        # Echo: the heard audio is mostly the reply, and what is left once the reply is taken
+        # away is not speech (someone talking over the reply leaves their voice there).
+        return score >= self.THRESHOLD and voiced_share(residual) < self.RESIDUAL_VOICED
 
 
-def echo_score(x: np.ndarray, y: np.ndarray) -> float:
-    """The highest normalised cross-correlation of ``x`` against any stretch of ``y``."""
+def echo_score(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """How much of ``x`` (heard) is a scaled copy of some stretch of ``y`` (sent): the
+    highest normalised cross-correlation, and what is left of ``x`` once that copy is taken
+    away (a one-tap echo canceller). ``y`` is padded in front with silence, so that a heard
+    stretch may start before the reply did. A window of ``y`` quieter than a quarter of
+    ``x``'s energy counts as that quarter: an echo is rarely louder than what was played,
+    and near-silent windows would otherwise correlate with anything."""
     n = len(x)
-    if n < TARGET_RATE // 10 or len(y) < n:
-        return 0.0
+    if n < TARGET_RATE // 10 or len(y) < TARGET_RATE // 10:
+        return 0.0, x
     x = x - x.mean()
-    x_norm = np.sqrt(np.dot(x, x))
-    if x_norm < 1e-6:
-        return 0.0
+    x_energy = float(np.dot(x, x))
+    if x_energy < 1e-6:
+        return 0.0, x
+    y = np.concatenate([np.zeros(n), y])
     size = 1 << int(np.ceil(np.log2(len(y) + n)))
     corr = np.fft.irfft(np.fft.rfft(y, size) * np.conj(np.fft.rfft(x, size)), size)
     corr = corr[: len(y) - n + 1]
     energy = np.cumsum(np.concatenate([[0.0], y * y]))
-    windows = np.sqrt(np.maximum(energy[n:] - energy[:-n], 1e-9))
-    return float(np.max(np.abs(corr) / (x_norm * windows)))
+    window_energy = np.maximum(energy[n:] - energy[:-n], x_energy / 4)
+    scores = np.abs(corr) / (np.sqrt(x_energy) * np.sqrt(window_energy))
+    lag = int(np.argmax(scores))
+    gain = corr[lag] / window_energy[lag]
+    return float(scores[lag]), x - gain * y[lag : lag + n]
+
+
+def voiced_share(pcm16k: np.ndarray) -> float:
+    """The share of 30 ms frames of 16 kHz audio that WebRTC's VAD calls speech."""
+    vad = webrtcvad.Vad(3)
+    samples = np.clip(pcm16k, -32768, 32767).astype("<i2")
+    frames = [samples[i : i + 480] for i in range(0, len(samples) - 479, 480)]
+    if not frames:
+        return 0.0
+    return sum(vad.is_speech(f.tobytes(), TARGET_RATE) for f in frames) / len(frames)

@@ -17,7 +17,13 @@ const RECONNECT_CODES = new Set([1006, 1011, 1001]);
 
 const $ = (id) => document.getElementById(id);
 const state = { session: null, ws: null, lastSeq: 0, seen: new Set(), tasks: new Map(),
-  userClosed: false, mic: null, retries: 0, partial: null };
+  userClosed: false, mic: null, retries: 0, partial: null, voices: [], speaking: null };
+// Spoken replies (CONTRACT 2b): PCM16 at this rate, played by an AudioWorklet. What the page
+// and its worklet did is kept here for people and tests to look at.
+const VOICE_RATE = 24000;
+const voice = { on: localStorage.getItem("voice.on") !== "off", player: null, context: null,
+  played: 0, queued: 0, flushed: 0, chunks: 0, stray: 0, started: 0, interrupted: 0, done: 0 };
+window.voicePlayback = voice;
 
 function show(id, text) { $(id).textContent = text; }
 
@@ -81,10 +87,13 @@ function connect(url, resume) {
   ws.onopen = () => {
     state.retries = 0;
     show("status", "connected");
-    $("mic").disabled = $("send").disabled = $("close").disabled = false;
+    $("mic").disabled = $("send").disabled = $("close").disabled = $("stop").disabled = false;
     if (resume) ws.send(JSON.stringify({ type: "session.resume", last_seq: state.lastSeq }));
   };
-  ws.onmessage = (message) => onEvent(JSON.parse(message.data));
+  ws.onmessage = (message) => {
+    if (typeof message.data === "string") onEvent(JSON.parse(message.data));
+    else playChunk(message.data); // a binary frame: reply audio
+  };
   ws.onclose = (event) => onClose(ws, event.code);
 }
 
@@ -98,7 +107,27 @@ function onEvent(event) {
   switch (event.type) {
     case "session.ready":
       state.rate = event.audio.sample_rate;
+      state.voices = event.voices || [];
       show("format", `${event.audio.encoding} ${event.audio.sample_rate} Hz`);
+      renderVoice();
+      if (voice.on && state.voices.length && !event.output_audio) askForVoice(true);
+      break;
+    case "response.audio.started":
+      voice.started += 1;
+      state.speaking = event.response_id;
+      show("speaking", "speaking");
+      break;
+    case "response.audio.delta": playChunk(base64ToBuffer(event.data)); break;
+    case "response.audio.done":
+      voice.done += 1;
+      state.speaking = null;
+      show("speaking", "");
+      break;
+    case "response.audio.interrupted":
+      voice.interrupted += 1;
+      if (voice.player) voice.player.port.postMessage({ flush: true }); // stop at once
+      state.speaking = null;
+      show("speaking", `interrupted after ${event.sent_ms} ms`);
       break;
     case "speech.started": show("status", "listening"); break;
     case "speech.stopped": show("status", "processing"); break;
@@ -109,10 +138,13 @@ function onEvent(event) {
       break;
     case "response": addLine("replies", event.text); show("status", "connected"); break;
     case "task.created":
-    case "task.updated":
-      state.tasks.set(event.task.id, event.task);
+    case "task.updated": {
+      const known = state.tasks.get(event.task.id) || {};
+      const text = event.text ?? known.text; // the task's own words (task events carry them)
+      state.tasks.set(event.task.id, { ...known, ...event.task, text });
       renderTasks();
       break;
+    }
     case "error":
       if (event.close_code) state.closeReason = event.message;
       else showError(`${event.code}: ${event.message}`);
@@ -125,10 +157,74 @@ function onEvent(event) {
   }
 }
 
+// spoken replies ---------------------------------------------------------------------------
+function renderVoice() {
+  const button = $("voice");
+  button.disabled = !state.voices.length;
+  button.textContent = !state.voices.length ? "No voice on this server"
+    : voice.on ? "Voice on" : "Voice off";
+  button.setAttribute("aria-pressed", String(voice.on && state.voices.length > 0));
+}
+
+async function ensurePlayer() {
+  if (voice.player) return voice.player;
+  let context;
+  try {
+    context = new AudioContext({ sampleRate: VOICE_RATE });
+  } catch {
+    context = new AudioContext(); // the worklet resamples
+  }
+  await context.audioWorklet.addModule("/static/voice/pcm-player.js");
+  const player = new AudioWorkletNode(context, "pcm16-player", {
+    outputChannelCount: [1], processorOptions: { sourceRate: VOICE_RATE },
+  });
+  player.port.onmessage = (message) => Object.assign(voice, message.data);
+  player.connect(context.destination);
+  Object.assign(voice, { player, context });
+  return player;
+}
+
+function askForVoice(on) {
+  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+  const output = on
+    ? { encoding: "pcm_s16le", sample_rate: VOICE_RATE, voice: state.voices[0], transport: "binary" }
+    : { voice: null };
+  if (on) ensurePlayer().catch((err) => showError("Audio out: " + err.message));
+  state.ws.send(JSON.stringify({ type: "session.update", output_audio: output }));
+}
+
+function toggleVoice() {
+  voice.on = !voice.on;
+  localStorage.setItem("voice.on", voice.on ? "on" : "off");
+  if (!voice.on) stopSpeaking();
+  askForVoice(voice.on);
+  renderVoice();
+}
+
+function stopSpeaking() {
+  if (state.speaking && state.ws && state.ws.readyState === WebSocket.OPEN) {
+    state.ws.send(JSON.stringify({ type: "response.cancel" }));
+  }
+  if (voice.player) voice.player.port.postMessage({ flush: true });
+}
+
+function playChunk(buffer) {
+  voice.chunks += 1;
+  if (!state.speaking) voice.stray += 1; // audio outside started..done: must never happen
+  if (!voice.player) return; // voice switched off meanwhile
+  if (voice.context.state === "suspended") voice.context.resume();
+  voice.player.port.postMessage({ pcm: buffer }, [buffer]);
+}
+
+function base64ToBuffer(data) {
+  const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+  return bytes.buffer;
+}
+
 function onClose(ws, code) {
   if (ws !== state.ws) return;
   stopMic(false);
-  $("mic").disabled = $("send").disabled = $("close").disabled = true;
+  $("mic").disabled = $("send").disabled = $("close").disabled = $("stop").disabled = true;
   const meaning = CLOSE_MEANINGS[code] || "Closed";
   const reason = state.closeReason ? ` (${state.closeReason})` : "";
   state.closeReason = null;
@@ -222,19 +318,46 @@ function addLine(id, text) {
   $(id).append(li);
 }
 
+const OPEN_STATES = new Set(["draft", "queued"]);
+
 function renderTasks() {
   const body = $("tasks");
   body.replaceChildren();
   for (const task of state.tasks.values()) {
     const tr = document.createElement("tr");
     tr.dataset.task = task.id;
-    for (const value of [task.type, task.state, task.error_message || ""]) {
+    const text = task.text || "";
+    for (const value of [task.type, text, task.state, task.error_message || ""]) {
       const td = document.createElement("td");
       td.textContent = value;
       tr.append(td);
     }
+    const actions = document.createElement("td");
+    if (task.state === "draft") actions.append(taskButton(task, "confirm", "Confirm"));
+    if (OPEN_STATES.has(task.state)) actions.append(taskButton(task, "cancel", "Cancel"));
+    tr.append(actions);
     body.append(tr);
   }
+}
+
+function taskButton(task, action, label) {
+  const button = document.createElement("button");
+  button.textContent = label;
+  button.name = `${action}-${task.id.slice(0, 8)}`;
+  button.onclick = async () => {
+    button.disabled = true;
+    try {
+      const updated = await api(
+        "POST", `/api/v1/tasks/${task.id}/${action}`, undefined, state.session.session_token,
+      );
+      state.tasks.set(updated.id, { ...state.tasks.get(updated.id), ...updated });
+      renderTasks();
+    } catch (err) {
+      showError(`${label}: ${err.message}`);
+      button.disabled = false;
+    }
+  };
+  return button;
 }
 
 function showError(text) {
@@ -247,4 +370,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("mic").onclick = toggleMic;
   $("textform").onsubmit = sendText;
   $("close").onclick = closeSession;
+  $("voice").onclick = toggleVoice;
+  $("stop").onclick = stopSpeaking;
+  renderVoice();
 });
