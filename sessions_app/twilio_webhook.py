@@ -21,7 +21,7 @@ ignored, so a client cannot choose the URL that is checked.
 import structlog
 from django.conf import settings
 from django.core.exceptions import DisallowedHost, RequestDataTooBig, TooManyFieldsSent
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse, QueryDict
 from django.http.request import split_domain_port, validate_host
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.settings import api_settings
@@ -77,7 +77,10 @@ async def twilio_voice(request):
         logger.warning("twilio_not_configured")
         return _detail("Twilio is not configured", 503)
     try:
-        params = request.POST
+        # Twilio posts a urlencoded form; nothing else is parsed (no multipart upload, which
+        # Django may spool to disk), so any other body is signed as no fields at all.
+        form = request.content_type == "application/x-www-form-urlencoded"
+        params = request.POST if form else QueryDict()
         scheme, host = public_origin(request)
     except RequestDataTooBig:
         return _detail("Request body too large", 413)

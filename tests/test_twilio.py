@@ -325,6 +325,20 @@ async def test_without_an_auth_token_the_webhook_refuses_every_call_with_503():
 
 
 @LINE
+async def test_a_body_over_64_kib_is_a_413_and_other_bodies_are_not_parsed():
+    big = await webhook({**call_form(), "Padding": "x" * 70_000})
+    assert big.status_code == 413
+    url = "http://testserver" + WEBHOOK
+    multipart = await AsyncClient().post(
+        WEBHOOK,
+        call_form(),  # Django's test client sends multipart/form-data
+        headers={"X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(url, {})},
+    )
+    assert multipart.status_code == 200, "signed as no fields: the multipart body was not read"
+    assert live_call_session()["namespace_id"] == "calls"
+
+
+@LINE
 async def test_the_webhook_takes_only_post():
     response = await AsyncClient().get(WEBHOOK)
     assert response.status_code == 405
@@ -447,7 +461,7 @@ def spoken(audio: bytes) -> bool:
 
 
 @LINE
-async def test_the_spoken_reply_comes_back_as_media_of_the_stream_then_a_mark():
+async def test_the_spoken_reply_comes_back_as_media_of_the_stream_then_a_mark(backend):
     assert synthesis.voices(), "the test needs the voice of requirements-voice.txt"
     comm, twilio, session = await call_with_a_reply()
     messages = await twilio_messages_until(comm, "mark")
