@@ -31,6 +31,7 @@ from sessions_app.audio import synthesis
 from sessions_app.audio.formats import MULAW_TO_PCM
 from tasks_app import selectors as task_selectors
 from tests.conftest import KEY_HASH, close_code
+from tests.test_settings_guard import _start as start_service
 
 pytestmark = pytest.mark.django_db(databases=[])
 
@@ -263,6 +264,34 @@ def test_an_hmac_sha256_signature_is_checked_when_the_request_names_that_algorit
         secret=AUTH_TOKEN, url=url, params=form, signed=signed, settings_header=header
     )
     assert not telephony.signature_valid(secret=AUTH_TOKEN, url=url, params=form, signed=signed)
+
+
+# the settings --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"TWILIO_NAMESPACES": "+15550001111"}, "TWILIO_NAMESPACES entries are NUMBER=NAMESPACE"),
+        ({"TWILIO_NAMESPACES": "+1555=sup port"}, "TWILIO_NAMESPACES entries are NUMBER=NAMESPACE"),
+        ({"TWILIO_TIMEZONE": "Mars/Olympus"}, "TWILIO_TIMEZONE must be an IANA name"),
+    ],
+)
+def test_a_misconfigured_line_stops_the_service_at_start_with_one_line(env, says):
+    result = start_service(SECRET_KEY="k" * 40, **env)
+    assert result.returncode == 1
+    assert says in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_the_line_settings_parse_numbers_to_namespaces():
+    from voiceproject.settings import _twilio_namespaces
+
+    lines = _twilio_namespaces(" +1 555 000 1111 = support, +15550002222=sales ,*=calls")
+    assert lines == {"+15550001111": "support", "+15550002222": "sales", "*": "calls"}
+    assert _twilio_namespaces("") == {"*": "twilio"}
+    with override_settings(TWILIO_NAMESPACES=lines):
+        assert telephony.line_namespace("+1 555 000 1111") == "support"
+        assert telephony.line_namespace("+15559999999") == "calls"
+        assert telephony.line_namespace(None) == "calls"
 
 
 # the webhook ---------------------------------------------------------------------------------
