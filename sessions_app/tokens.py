@@ -36,3 +36,19 @@ def token_verify(*, token: str, session_id: str) -> str:
     if not isinstance(data, dict) or data.get("s") != session_id or not data.get("n"):
         raise TokenInvalid("wrong session")
     return str(data["n"])
+
+
+def token_session(token: object) -> str | None:
+    """The session a genuine, unexpired token was issued for, or None.
+
+    For a dialect whose socket URL cannot name the session (Twilio's ``<Stream>``: the token
+    arrives alone, in the ``start`` message); ``token_verify`` then checks it in full.
+    """
+    if not isinstance(token, str) or not token or len(token) > 512:
+        return None
+    try:
+        data = signing.loads(token, salt=_SALT, max_age=settings.CONNECT_WINDOW_SECONDS)
+    except (signing.BadSignature, ValueError, TypeError):
+        return None
+    session_id = data.get("s") if isinstance(data, dict) else None
+    return session_id if isinstance(session_id, str) else None

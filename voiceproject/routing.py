@@ -1,8 +1,12 @@
 from django.urls import path
 
 from sessions_app.consumers import VoiceConsumer
+from sessions_app.twilio_consumer import TwilioConsumer
 
 websocket_urlpatterns = [
     path("ws/voice", VoiceConsumer.as_asgi()),
     path("ws/voice/", VoiceConsumer.as_asgi()),
+    # Twilio Media Streams (CONTRACT 2c)
+    path("ws/twilio", TwilioConsumer.as_asgi()),
+    path("ws/twilio/", TwilioConsumer.as_asgi()),
 ]

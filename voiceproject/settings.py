@@ -179,6 +179,36 @@ TASK_TYPES_NEEDING_CONFIRMATION = {
     if t.strip()
 }
 
+# Twilio Media Streams (CONTRACT 2c; docs/protocol.md, "Twilio Media Streams"). The webhook
+# refuses every call (503) until TWILIO_AUTH_TOKEN is set: it signs Twilio's requests.
+TWILIO_AUTH_TOKEN = os.environ.get("TWILIO_AUTH_TOKEN", "").strip()
+
+
+def _twilio_namespaces(raw: str) -> dict[str, str]:
+    """``+15550001111=support,*=calls``: called number to namespace; ``*`` (default
+    ``twilio``) takes every number not listed."""
+    import re
+
+    lines = {"*": "twilio"}
+    for entry in (e.strip() for e in raw.split(",")):
+        if not entry:
+            continue
+        number, _, namespace = (part.strip() for part in entry.partition("="))
+        if not number or not re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", namespace):
+            sys.exit(f"voiceproject: TWILIO_NAMESPACES entries are NUMBER=NAMESPACE, got {entry!r}")
+        lines["".join(number.split())] = namespace
+    return lines
+
+
+TWILIO_NAMESPACES = _twilio_namespaces(os.environ.get("TWILIO_NAMESPACES", ""))
+# The time zone of calls' sessions: reminders' times are read and spoken in it.
+TWILIO_TIMEZONE = os.environ.get("TWILIO_TIMEZONE", "").strip() or "UTC"
+if TWILIO_TIMEZONE != "UTC":
+    import zoneinfo
+
+    if TWILIO_TIMEZONE not in zoneinfo.available_timezones():
+        sys.exit(f"voiceproject: TWILIO_TIMEZONE must be an IANA name, got {TWILIO_TIMEZONE!r}")
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",

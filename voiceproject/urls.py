@@ -1,13 +1,14 @@
 from django.conf import settings
 from django.contrib import admin
 from django.http import JsonResponse
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from core import health
 from core.metrics import metrics_view
 from sessions_app.pages import client, favicon
+from sessions_app.twilio_webhook import twilio_voice
 from sessions_app.viewsets import SessionViewSet
 from tasks_app.viewsets import TaskViewSet
 
@@ -32,6 +33,8 @@ urlpatterns = [
     path("", client, name="client"),
     path("favicon.ico", favicon),
     path("api/v1/", include(router.urls)),
+    # Twilio Media Streams: the incoming-call webhook (CONTRACT 2c)
+    re_path(r"^api/v1/telephony/twilio/voice/?$", twilio_voice, name="twilio-voice"),
     path("ops/", include("ops.urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", _docs(SpectacularAPIView.as_view()), name="schema"),
