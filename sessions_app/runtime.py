@@ -75,6 +75,8 @@ class ConversationRuntime:
         self.session_id = record["id"]
         self.conn_gen = int(record["conn_gen"])
         self.zone = record.get("timezone") or "UTC"
+        # A session created with ``"intents": false`` only transcribes (sessions_app.services).
+        self.intents = record.get("intents") != "off"
         self.expires_at = float(record["expires_at"])
         self.send_own, self.error, self.close = send_own, error, close
         self.rx = self.processed = 0
@@ -146,6 +148,14 @@ class ConversationRuntime:
         """End the utterance now (push-to-talk released); False when there is none."""
         return self.pipeline.commit()
 
+    async def discard(self) -> bool:
+        """Drop the utterance in progress unrecognized (no final, no failure); False when there
+        is none. The session is ``connected`` again."""
+        if not self.pipeline.discard():
+            return False
+        await self.status("connected")
+        return True
+
     # the pipeline's sink ---------------------------------------------------------------------
     async def speech_started(self) -> None:
         await self.emit({"type": "speech.started"})
@@ -160,7 +170,10 @@ class ConversationRuntime:
 
     async def final(self, utterance_id: str, text: str) -> None:
         await self.emit({"type": "transcript.final", "utterance_id": utterance_id, "text": text})
-        await self.utterance(text, utterance_id=utterance_id)
+        if self.intents:
+            await self.utterance(text, utterance_id=utterance_id)
+        else:
+            await self.status("connected")
 
     async def failed(self, utterance_id: str, code: str) -> None:
         await self.error(code, FAILURE_MESSAGES.get(code, FAILURE_MESSAGES[""]), counts=False)
