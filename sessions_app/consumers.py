@@ -34,7 +34,7 @@ from sessions_app.protocol import (
     decode_json,
     utf8_size_over,
 )
-from sessions_app.runtime import ConversationRuntime, log_failure, where
+from sessions_app.runtime import ConversationRuntime, TurnDetectionError, log_failure, where
 
 logger = structlog.get_logger(__name__)
 
@@ -284,9 +284,21 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
     async def on_session_update(self, message: dict) -> None:
         audio = message.get("audio")
         zone = message.get("timezone")
-        if audio is None and zone is None:
-            await self._error("bad_message", "session.update needs audio or timezone")
+        has_turns = "turn_detection" in message  # null is a value: manual turns
+        if audio is None and zone is None and not has_turns:
+            await self._error(
+                "bad_message", "session.update needs audio, timezone or turn_detection"
+            )
             return
+        if has_turns:
+            try:
+                self.runtime.set_turn_detection(message["turn_detection"])
+            except TurnDetectionError as exc:
+                await self._error("bad_turn_detection", str(exc))
+                return
+            if audio is None and zone is None:
+                await self._send_ready()
+                return
         if zone is not None:
             if not clock.zone_valid(zone):
                 await self._error("bad_timezone", "Unknown time zone: use an IANA name")

@@ -21,8 +21,10 @@ from django.conf import settings
 from core import clock, metrics
 from core.kv import KVUnavailable
 from sessions_app import services
+from sessions_app.audio import turns
 from sessions_app.audio.formats import bytes_per_second
 from sessions_app.audio.pipeline import AudioPipeline, Backlogged, FormatError
+from sessions_app.audio.turns import TurnDetectionError as TurnDetectionError  # for adapters
 from sessions_app.protocol import RateLimiter
 from tasks_app import selectors as task_selectors
 from tasks_app import services as task_services
@@ -88,7 +90,7 @@ class ConversationRuntime:
 
     # what the connection is ------------------------------------------------------------------
     def describe(self) -> dict:
-        """The session's side of ``session.ready``: its id, zone and audio format."""
+        """The session's side of ``session.ready``: its id, zone, audio format, turn detection."""
         return {
             "session_id": self.session_id,
             "timezone": self.zone,
@@ -97,6 +99,7 @@ class ConversationRuntime:
                 "sample_rate": self.pipeline.sample_rate,
                 "channels": 1,
             },
+            "turn_detection": self.pipeline.turns.as_dict(),
         }
 
     async def watch_tasks(self) -> None:
@@ -120,12 +123,26 @@ class ConversationRuntime:
 
     # audio in --------------------------------------------------------------------------------
     def configure_audio(self, encoding: str, sample_rate: int) -> None:
-        self.pipeline = AudioPipeline(encoding=encoding, sample_rate=sample_rate, sink=self)
+        current = self.pipeline.turns if self.pipeline is not None else turns.DEFAULT
+        self.pipeline = AudioPipeline(
+            encoding=encoding, sample_rate=sample_rate, sink=self, turns=current
+        )
         self.rate = RateLimiter(
             bytes_per_second=bytes_per_second(encoding, sample_rate),
             factor=settings.AUDIO_RATE_LIMIT_FACTOR,
             burst_seconds=settings.AUDIO_RATE_BURST_SECONDS,
         )
+
+    def set_turn_detection(self, config: dict | None) -> dict:
+        """The session's turn detection, as OpenAI Realtime's ``turn_detection`` has it (see
+        ``sessions_app.audio.turns``), from now on, also in the middle of an utterance.
+
+        Returns what ``session.ready`` will report. Raises :class:`TurnDetectionError` (its
+        ``str()`` is fit for the client) and changes nothing when ``config`` is not valid.
+        """
+        parsed = turns.parse(config)
+        self.pipeline.set_turns(parsed)
+        return parsed.as_dict()
 
     async def audio(self, chunk: bytes) -> None:
         """The hot path: rate check, count, decode and VAD in memory."""

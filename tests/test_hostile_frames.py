@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db(databases=[])
 DEPTH = 30_000
 WRONG = [None, True, False, 0, -1, 1.5, 10**30, "", "x", "\u0000", [], {}, [1], {"a": 1}]
 FIELDS = {  # every message type and every field it reads
-    "session.update": ["audio"],
+    "session.update": ["audio", "turn_detection"],
     "audio": ["data"],
     "audio.commit": [],
     "text": ["text"],
@@ -116,6 +116,12 @@ def _corpus() -> list[tuple[str, str | bytes]]:
         for name in ("encoding", "sample_rate"):
             message = {"type": "session.update", "audio": {name: value}}
             frames.append((f"session.update.audio.{name}={value!r}", json.dumps(message)))
+        for name in ("silence_duration_ms", "prefix_padding_ms", "threshold"):
+            message = {
+                "type": "session.update",
+                "turn_detection": {"type": "server_vad", name: value},
+            }
+            frames.append((f"session.update.turn_detection.{name}={value!r}", json.dumps(message)))
     return frames
 
 

@@ -18,6 +18,8 @@ from django.conf import settings
 from core.metrics import RECOGNITION_LATENCY
 from sessions_app.audio.formats import TARGET_RATE, Decoder, FormatError
 from sessions_app.audio.recognizer import RecognizerBusy, get_pool
+from sessions_app.audio.turns import DEFAULT as DEFAULT_TURNS
+from sessions_app.audio.turns import TurnDetection
 from sessions_app.audio.vad import Segmenter
 
 logger = structlog.get_logger(__name__)
@@ -70,15 +72,25 @@ class _Utterance:
 
 
 class AudioPipeline:
-    def __init__(self, *, encoding: str, sample_rate: int, sink: Sink):
+    def __init__(
+        self, *, encoding: str, sample_rate: int, sink: Sink, turns: TurnDetection = DEFAULT_TURNS
+    ):
         self.decoder = Decoder(encoding=encoding, sample_rate=sample_rate)
-        self.segmenter = Segmenter()
+        self.segmenter = Segmenter(turns)
         self.sink = sink
         self.utterance: _Utterance | None = None
         self._tasks: set[asyncio.Task] = set()
         self._last_report: asyncio.Task | None = None
         # What the engine keeps between this connection's utterances (speaker adaptation).
         self.recognizer_context: dict = {}
+
+    @property
+    def turns(self) -> TurnDetection:
+        return self.segmenter.turns
+
+    def set_turns(self, turns: TurnDetection) -> None:
+        """The session's turn detection, from now on (also mid-utterance)."""
+        self.segmenter.configure(turns)
 
     @property
     def encoding(self) -> str:

@@ -1,7 +1,8 @@
 """Voice activity detection: WebRTC's VAD over 30 ms frames, with hysteresis.
 
-Speech starts when most of the last ~240 ms is voiced, and stops after ``SILENCE_MS`` of
-silence. The ~300 ms before the start is kept, so the first syllable is not cut.
+Speech starts when most of the last ~240 ms is voiced, and stops after the session's
+``silence_duration_ms`` of silence (never, in manual turn detection: only a commit ends it).
+The session's ``prefix_padding_ms`` before the start is kept, so the first syllable is not cut.
 """
 
 from collections import deque
@@ -9,26 +10,39 @@ from collections import deque
 import webrtcvad
 
 from sessions_app.audio.formats import TARGET_RATE
+from sessions_app.audio.turns import DEFAULT, TurnDetection
 
 FRAME_MS = 30
 FRAME_BYTES = TARGET_RATE * FRAME_MS // 1000 * 2
 START_WINDOW = 8  # frames looked at to decide speech started
 START_VOICED = 5  # of which at least this many voiced
-SILENCE_MS = 600
-PREROLL_FRAMES = 10
+SILENCE_MS = DEFAULT.silence_duration_ms
+PREROLL_FRAMES = DEFAULT.prefix_padding_ms // FRAME_MS
 
 
 class Segmenter:
     """Feed 16 kHz PCM16 bytes; get ("start", preroll), ("audio", frame), ("stop", None)."""
 
-    def __init__(self, *, aggressiveness: int = 2, silence_ms: int = SILENCE_MS):
-        self._vad = webrtcvad.Vad(aggressiveness)
+    def __init__(self, turns: TurnDetection = DEFAULT):
         self._pending = bytearray()
-        self._recent: deque[tuple[bytes, bool]] = deque(maxlen=max(START_WINDOW, PREROLL_FRAMES))
         self._window: deque[bool] = deque(maxlen=START_WINDOW)  # voiced flags, newest last
-        self._silence_limit = max(1, silence_ms // FRAME_MS)
         self._silent = 0
         self.in_speech = False
+        self.configure(turns)
+
+    def configure(self, turns: TurnDetection) -> None:
+        """Apply a session's turn detection; at any time, also in the middle of speech."""
+        self.turns = turns
+        self._vad = webrtcvad.Vad(turns.aggressiveness)
+        self._preroll_frames = turns.prefix_padding_ms // FRAME_MS
+        old = list(getattr(self, "_recent", ()))
+        self._recent: deque[tuple[bytes, bool]] = deque(
+            old, maxlen=max(START_WINDOW, self._preroll_frames)
+        )
+        # Manual: silence never ends the turn (only force_stop, i.e. audio.commit, does).
+        self._silence_limit = (
+            None if turns.manual else max(1, turns.silence_duration_ms // FRAME_MS)
+        )
 
     def feed(self, pcm: bytes) -> list[tuple[str, bytes | None]]:
         self._pending += pcm
@@ -43,14 +57,17 @@ class Segmenter:
                 if voiced and self._window.count(True) >= START_VOICED:
                     self.in_speech = True
                     self._silent = 0
-                    preroll = b"".join(f for f, _ in list(self._recent)[-PREROLL_FRAMES:])
+                    frames = (
+                        list(self._recent)[-self._preroll_frames :] if self._preroll_frames else []
+                    )
+                    preroll = b"".join(f for f, _ in frames)
                     self._recent.clear()
                     self._window.clear()
                     out.append(("start", preroll))
             else:
                 out.append(("audio", frame))
                 self._silent = 0 if voiced else self._silent + 1
-                if self._silent >= self._silence_limit:
+                if self._silence_limit is not None and self._silent >= self._silence_limit:
                     self.in_speech = False
                     self._silent = 0
                     out.append(("stop", None))

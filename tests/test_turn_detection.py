@@ -1,0 +1,162 @@
+"""Turn detection, a setting of each session as OpenAI Realtime's ``turn_detection`` has it:
+server VAD with a silence duration and a pre-roll, or manual (only ``audio.commit`` ends a turn).
+"""
+
+import numpy as np
+import pytest
+
+from sessions_app.audio.turns import TurnDetection, TurnDetectionError, parse
+from sessions_app.audio.vad import Segmenter
+from tests.conftest import connect, create_session, receive_until
+from tests.test_speech import FAST, final_for, load, stream
+
+pytestmark = pytest.mark.django_db(databases=[])
+
+BYTES_PER_MS = 32  # 16 kHz PCM16
+
+
+def _events(segmenter: Segmenter, audio: bytes) -> list[tuple[str, int, bytes | None]]:
+    """(kind, byte offset after the frame that produced it, data) for each segmenter event."""
+    out = []
+    for offset in range(0, len(audio), 640):
+        for kind, data in segmenter.feed(audio[offset : offset + 640]):
+            out.append((kind, offset + 640, data))
+    return out
+
+
+# the setting ---------------------------------------------------------------------------------
+def test_server_vad_settings_are_taken_as_given():
+    turns = parse({"type": "server_vad", "silence_duration_ms": 450, "prefix_padding_ms": 120})
+    assert (turns.mode, turns.silence_duration_ms, turns.prefix_padding_ms) == (
+        "server_vad",
+        450,
+        120,
+    )
+    assert parse({"type": "server_vad"}).as_dict()["type"] == "server_vad"
+
+
+def test_null_and_type_none_both_mean_manual_turns():
+    assert parse(None).manual and parse({"type": "none"}).manual
+    assert parse(None).as_dict() == {"type": "none"}
+
+
+def test_openai_response_flags_are_accepted_and_change_nothing():
+    given = {"type": "server_vad", "create_response": True, "interrupt_response": False}
+    assert parse(given) == parse({"type": "server_vad"})
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        [],
+        "server_vad",
+        {},
+        {"type": "semantic_vad"},
+        {"type": "server_vad", "silence_duration_ms": True},
+        {"type": "server_vad", "silence_duration_ms": 450.5},
+        {"type": "server_vad", "silence_duration_ms": "450"},
+        {"type": "server_vad", "silence_duration_ms": 0},
+        {"type": "server_vad", "silence_duration_ms": 60_000},
+        {"type": "server_vad", "prefix_padding_ms": -30},
+        {"type": "server_vad", "prefix_padding_ms": 5000},
+        {"type": "server_vad", "threshold": 1.5},
+        {"type": "server_vad", "threshold": float("nan")},
+        {"type": "server_vad", "silence": 300},
+        {"type": "none", "silence_duration_ms": 300},
+    ],
+)
+def test_a_bad_turn_detection_is_refused_with_a_reason(config):
+    with pytest.raises(TurnDetectionError, match="turn_detection"):
+        parse(config)
+
+
+# the segmenter ---------------------------------------------------------------------------------
+def test_a_longer_silence_duration_ends_the_turn_that_much_later():
+    audio = load("what_is_on_my_list")  # ~1.4 s of silence after the speech
+    stops = {}
+    for silence in (300, 900):
+        events = _events(
+            Segmenter(parse({"type": "server_vad", "silence_duration_ms": silence})), audio
+        )
+        stops[silence] = [offset for kind, offset, _ in events if kind == "stop"]
+        assert len(stops[silence]) == 1
+    later_ms = (stops[900][0] - stops[300][0]) / BYTES_PER_MS
+    assert 600 - 40 <= later_ms <= 600 + 40
+
+
+def test_the_prefix_padding_is_the_audio_kept_from_before_the_start():
+    audio = load("confirm")  # 300 ms of silence before the speech
+    for prefix in (0, 150, 300):
+        segmenter = Segmenter(parse({"type": "server_vad", "prefix_padding_ms": prefix}))
+        starts = [data for kind, _, data in _events(segmenter, audio) if kind == "start"]
+        assert len(starts) == 1
+        assert len(starts[0]) == prefix * BYTES_PER_MS
+
+
+def test_manual_turns_never_end_on_silence():
+    speech = load("confirm")
+    silence = np.zeros(16000 * 5, dtype=np.int16).tobytes()
+    kinds = [
+        kind for kind, _, _ in _events(Segmenter(TurnDetection(mode="none")), speech + silence)
+    ]
+    assert kinds == ["start"] + ["audio"] * (kinds.count("audio"))
+
+
+def test_switching_to_manual_mid_speech_keeps_the_turn_open():
+    segmenter = Segmenter()
+    audio = load("confirm")
+    half = len(audio) // 2 // 640 * 640
+    kinds = [kind for kind, _, _ in _events(segmenter, audio[:half])]
+    assert "start" in kinds and "stop" not in kinds
+    segmenter.configure(parse(None))
+    kinds = [kind for kind, _, _ in _events(segmenter, audio[half:] + b"\x00" * 32000 * 3)]
+    assert "stop" not in kinds
+    assert segmenter.in_speech
+
+
+# on the socket ----------------------------------------------------------------------------------
+async def test_session_ready_reports_the_default_turn_detection(api):
+    comm, ready = await connect(create_session(api))
+    assert ready["turn_detection"] == {
+        "type": "server_vad",
+        "silence_duration_ms": 600,
+        "prefix_padding_ms": 300,
+        "threshold": 0.5,
+    }
+    await comm.disconnect()
+
+
+async def test_session_update_sets_turn_detection_and_refuses_a_bad_one(api):
+    comm, _ = await connect(create_session(api))
+    wanted = {"type": "server_vad", "silence_duration_ms": 400, "prefix_padding_ms": 210}
+    await comm.send_json_to({"type": "session.update", "turn_detection": wanted})
+    ready = await comm.receive_json_from(timeout=5)
+    assert ready["type"] == "session.ready"
+    assert {k: ready["turn_detection"][k] for k in wanted} == wanted
+    bad = {"type": "server_vad", "silence_duration_ms": -1}
+    await comm.send_json_to({"type": "session.update", "turn_detection": bad})
+    error = await comm.receive_json_from(timeout=5)
+    assert (error["type"], error["code"]) == ("error", "bad_turn_detection")
+    assert "silence_duration_ms" in error["message"]
+    await comm.send_json_to({"type": "session.update", "timezone": "Europe/Berlin"})
+    ready = await comm.receive_json_from(timeout=5)
+    assert ready["turn_detection"]["silence_duration_ms"] == 400, "the bad one changed nothing"
+    await comm.disconnect()
+
+
+@FAST
+async def test_in_manual_mode_only_audio_commit_ends_the_turn(api):
+    comm, _ = await connect(create_session(api))
+    await comm.send_json_to({"type": "session.update", "turn_detection": None})
+    assert (await comm.receive_json_from(timeout=5))["turn_detection"] == {"type": "none"}
+    await stream(comm, load("what_is_on_my_list") + b"\x00" * 32000 * 2)
+    await comm.send_json_to({"type": "ping"})
+    heard = await receive_until(comm, "pong")
+    assert "speech.started" in [e["type"] for e in heard]
+    assert not {"speech.stopped", "transcript.final"} & {e["type"] for e in heard}
+    assert await comm.receive_nothing(timeout=1.5), "3 s of silence did not end the turn"
+    await comm.send_json_to({"type": "audio.commit"})
+    events = await final_for(comm)
+    assert "speech.stopped" in [e["type"] for e in events]
+    assert events[-1]["text"] == "what is on my list"
+    await comm.disconnect()
