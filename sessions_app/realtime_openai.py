@@ -30,6 +30,7 @@ sent. docs/protocol.md has the whole dialect.
 import binascii
 import contextlib
 import json
+import re
 import time
 import uuid
 from collections import deque
@@ -47,7 +48,7 @@ from core.kv import KVUnavailable
 from sessions_app import services
 from sessions_app.consumers import VoiceConsumer
 from sessions_app.protocol import CLOSE_NAMES, decode_json, utf8_size_over
-from sessions_app.runtime import short
+from sessions_app.runtime import TurnDetectionError, short
 
 logger = structlog.get_logger(__name__)
 
@@ -133,13 +134,6 @@ def _object(value, param: str, *, nullable: bool) -> dict | None:
     return value
 
 
-def _number(value, param: str, low: float, high: float, *, whole: bool) -> float | int:
-    kinds = (int,) if whole else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
-        raise ConfigError(f"Invalid value for '{param}': expected {low} to {high}", param)
-    return value
-
-
 @dataclass
 class TranscriptionConfig:
     """What a client configured; the runtime applies the format and turn detection."""
@@ -147,6 +141,7 @@ class TranscriptionConfig:
     format: str = "pcm16"
     transcription: dict | None = field(default_factory=dict)
     turn_detection: dict | None = field(default_factory=lambda: dict(DEFAULT_TURN_DETECTION))
+    turn_detection_at: str = "session.turn_detection"  # where the client put it (errors)
     noise_reduction: dict | None = None
     include: list | None = None
 
@@ -211,9 +206,13 @@ class TranscriptionConfig:
             self.include = body["include"]
         if "turn_detection" in body:
             self.turn_detection = self._turn_detection(body["turn_detection"], at)
+            self.turn_detection_at = f"{at}.turn_detection"
 
     @staticmethod
     def _turn_detection(value, at: str) -> dict | None:
+        """OpenAI's ``turn_detection``: null (manual), ``server_vad`` with its timings, or
+        ``semantic_vad``, which is served as server VAD with the default timings. The values
+        are checked by the runtime when they are applied (``sessions_app.audio.turns``)."""
         param = f"{at}.turn_detection"
         value = _object(value, param, nullable=True)
         if value is None:
@@ -221,18 +220,13 @@ class TranscriptionConfig:
         kind = value.get("type", "server_vad")
         if kind not in ("server_vad", "semantic_vad"):
             raise ConfigError(
-                f"Invalid value for '{param}.type': use server_vad or semantic_vad", param
+                f"Invalid value for '{param}.type': use server_vad or semantic_vad", f"{param}.type"
             )
-        out = {**DEFAULT_TURN_DETECTION, "type": kind}
-        for name, low, high, whole in (
-            ("threshold", 0.0, 1.0, False),
-            ("prefix_padding_ms", 0, 10_000, True),
-            ("silence_duration_ms", 0, 10_000, True),
-        ):
-            if value.get(name) is not None:
-                out[name] = _number(value[name], f"{param}.{name}", low, high, whole=whole)
-        if kind == "semantic_vad":
-            out["eagerness"] = value.get("eagerness", "auto")
+        out = dict(DEFAULT_TURN_DETECTION)
+        if kind == "server_vad":
+            for name in ("threshold", "prefix_padding_ms", "silence_duration_ms"):
+                if value.get(name) is not None:
+                    out[name] = value[name]
         return out
 
     # the runtime's side -----------------------------------------------------------------------
@@ -244,6 +238,7 @@ class TranscriptionConfig:
         if self.turn_detection is None:
             return None
         return {
+            "type": "server_vad",
             "silence_duration_ms": self.turn_detection["silence_duration_ms"],
             "prefix_padding_ms": self.turn_detection["prefix_padding_ms"],
             "threshold": self.turn_detection["threshold"],
@@ -375,7 +370,7 @@ class RealtimeConsumer(VoiceConsumer):
     async def _send_ready(self) -> None:
         """``session.created`` (beta transcription: ``transcription_session.created``)."""
         self.runtime.configure_audio(*self.config.runtime_format())
-        self._apply_turn_detection()
+        self._apply_turn_detection(self.config)
         kind = (
             "transcription_session" if self.beta and self.intent == "transcription" else "session"
         )
@@ -385,12 +380,23 @@ class RealtimeConsumer(VoiceConsumer):
         render = self.config.render_flat if flat else self.config.render_ga
         return render(self.openai_session_id, self.runtime.expires_at)
 
-    def _apply_turn_detection(self) -> None:
-        """Server VAD's timings, or manual turns, on the runtime.
-
-        NOT DONE YET: waits for the runtime's per-session turn detection (helper-r, issue 13).
-        Until then the runtime's fixed VAD ends turns whatever the client configured.
-        """
+    def _apply_turn_detection(self, config: TranscriptionConfig) -> None:
+        """Server VAD's timings, or manual turns, on the runtime, at once; ``config`` gets the
+        values as applied. Raises ConfigError (and changes nothing) for values the runtime
+        refuses."""
+        try:
+            applied = self.runtime.set_turn_detection(config.runtime_turn_detection())
+        except TurnDetectionError as exc:
+            found = re.search(r"turn_detection\.(\w+)", str(exc))
+            param = config.turn_detection_at + (f".{found.group(1)}" if found else "")
+            raise ConfigError(f"Invalid value for '{param}': {exc}", param) from None
+        if config.turn_detection is not None:
+            config.turn_detection = {
+                "type": "server_vad",
+                **{
+                    k: applied[k] for k in ("threshold", "prefix_padding_ms", "silence_duration_ms")
+                },
+            }
 
     # frames from the client ---------------------------------------------------------------------
     async def receive(self, text_data=None, bytes_data=None):
@@ -460,17 +466,22 @@ class RealtimeConsumer(VoiceConsumer):
         except ConfigError as exc:
             await self._error(exc.code, exc.message, param=exc.param)
             return
-        if config.format != self.config.format:
-            if self.runtime.audio_started:
-                await self._error(
-                    "invalid_value",
-                    "The input audio format cannot change once audio has been sent",
-                    param="session.input_audio_format" if flat else "session.audio.input.format",
-                )
-                return
-            self.runtime.configure_audio(*config.runtime_format())
+        new_format = config.format != self.config.format
+        if new_format and self.runtime.audio_started:
+            await self._error(
+                "invalid_value",
+                "The input audio format cannot change once audio has been sent",
+                param="session.input_audio_format" if flat else "session.audio.input.format",
+            )
+            return
+        try:
+            self._apply_turn_detection(config)
+        except ConfigError as exc:
+            await self._error(exc.code, exc.message, param=exc.param)
+            return
+        if new_format:
+            self.runtime.configure_audio(*config.runtime_format())  # keeps the turn detection
         self.config = config
-        self._apply_turn_detection()
         await self._own({"type": kind + "d", "session": self._render(flat=flat)})
 
     async def on_append(self, message: dict) -> None:

@@ -394,6 +394,85 @@ async def test_clear_drops_the_speech_not_yet_committed(api):
     await comm.disconnect()
 
 
+async def update_turns(comm, turn_detection) -> dict:
+    await comm.send_json_to(
+        {"type": "transcription_session.update", "session": {"turn_detection": turn_detection}}
+    )
+    updated = (await until(comm, "transcription_session.updated"))[-1]
+    return updated["session"]["turn_detection"]
+
+
+@FAST
+async def test_with_turn_detection_off_only_a_commit_ends_the_utterance(api):
+    comm, _ = await open_socket(create_session(api, intents=False))
+    assert await update_turns(comm, None) is None
+    await append(comm, pcm24("add_milk_to_my_list", silence_after=1.5))
+    await comm.send_json_to({"type": "input_audio_buffer.commit"})
+    events = await until(comm, "conversation.item.input_audio_transcription.completed")
+    kinds = [e["type"] for e in events]
+    # OpenAI's manual mode: no VAD events; the commit (not 2.5 s of silence) made the item
+    assert kinds[:2] == ["input_audio_buffer.committed", "conversation.item.added"]
+    assert "error" not in kinds
+    assert events[-1]["transcript"] == "add milk to my list"
+    await comm.disconnect()
+
+
+@FAST
+async def test_server_vad_ends_the_turn_after_silence_duration_ms_of_silence(api):
+    """The same audio and commit as above: with 500 ms the silence ended the turn before the
+    commit (which then has nothing to commit); with 3000 ms it had not."""
+    for silence_ms, commit_finds_speech in ((500, False), (3000, True)):
+        comm, _ = await open_socket(create_session(api, intents=False))
+        applied = await update_turns(
+            comm, {"type": "server_vad", "silence_duration_ms": silence_ms}
+        )
+        assert applied["silence_duration_ms"] == silence_ms
+        await append(comm, pcm24("add_milk_to_my_list", silence_after=1.5))
+        await comm.send_json_to({"type": "input_audio_buffer.commit"})
+        events = await until(comm, "conversation.item.input_audio_transcription.completed")
+        errors = [e["error"]["code"] for e in events if e["type"] == "error"]
+        kinds = [e["type"] for e in events]
+        assert ("input_audio_buffer.speech_stopped" in kinds) is not commit_finds_speech
+        assert errors == ([] if commit_finds_speech else ["input_audio_buffer_commit_empty"])
+        assert events[-1]["transcript"] == "add milk to my list"
+        await comm.disconnect()
+
+
+async def test_server_vad_settings_are_echoed_as_applied(api):
+    comm, _ = await open_socket(create_session(api))
+    applied = await update_turns(
+        comm,
+        {"type": "server_vad", "prefix_padding_ms": 150, "threshold": 0.8, "create_response": 1},
+    )
+    assert applied == {
+        "type": "server_vad",
+        "threshold": 0.8,
+        "prefix_padding_ms": 150,
+        "silence_duration_ms": 500,
+    }
+    # semantic VAD is served as server VAD with OpenAI's default timings
+    applied = await update_turns(comm, {"type": "semantic_vad", "eagerness": "high"})
+    assert applied["type"] == "server_vad" and applied["silence_duration_ms"] == 500
+    await comm.send_json_to(
+        {"type": "transcription_session.update", "session": {"turn_detection": {"type": "x"}}}
+    )
+    assert_openai_error(
+        await comm.receive_json_from(timeout=5), "invalid_value", "session.turn_detection.type"
+    )
+    await comm.send_json_to(
+        {
+            "type": "transcription_session.update",
+            "session": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 1.5}},
+        }
+    )
+    assert_openai_error(
+        await comm.receive_json_from(timeout=5),
+        "invalid_value",
+        "session.turn_detection.silence_duration_ms",
+    )
+    await comm.disconnect()
+
+
 def alaw_encode(pcm: np.ndarray) -> bytes:
     """G.711 A-law by nearest table entry (the inverse of the decode table)."""
     order = np.argsort(ALAW_TO_PCM)
