@@ -8,6 +8,8 @@ cannot send a status there, with its 403.
 
 import asyncio
 import base64
+import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -183,3 +185,27 @@ async def test_a_beta_client_with_websocket_base_url_speaks_transcription_sessio
         await stream(conn, pcm24("confirm"), real_time=False)
         events = await events_until(conn, "conversation.item.input_audio_transcription.completed")
     assert events[-1].transcript == "confirm"
+
+
+def test_the_example_script_transcribes_a_wav_with_the_sdk(server):
+    """examples/openai_realtime_transcribe.py, as docs/protocol.md tells a user to run it."""
+    root = Path(__file__).resolve().parents[2]
+    wav = AUDIO / "remind_buy_milk_tomorrow.wav"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "examples/openai_realtime_transcribe.py",
+            str(wav),
+            "--manual",
+            "--server",
+            server.http,
+            "--namespace",
+            "example-user",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "[completed] remind me to buy milk tomorrow" in done.stdout.splitlines()
