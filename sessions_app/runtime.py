@@ -24,6 +24,8 @@ from sessions_app import services
 from sessions_app.audio import turns
 from sessions_app.audio.formats import bytes_per_second
 from sessions_app.audio.pipeline import AudioPipeline, Backlogged, FormatError
+from sessions_app.audio.recognizer import TranscriptionError as TranscriptionError  # adapters
+from sessions_app.audio.recognizer import check_transcription
 from sessions_app.audio.turns import TurnDetectionError as TurnDetectionError  # for adapters
 from sessions_app.protocol import RateLimiter
 from tasks_app import selectors as task_selectors
@@ -124,9 +126,12 @@ class ConversationRuntime:
     # audio in --------------------------------------------------------------------------------
     def configure_audio(self, encoding: str, sample_rate: int) -> None:
         current = self.pipeline.turns if self.pipeline is not None else turns.DEFAULT
+        previous = self.pipeline
         self.pipeline = AudioPipeline(
             encoding=encoding, sample_rate=sample_rate, sink=self, turns=current
         )
+        if previous is not None:
+            self.pipeline.language, self.pipeline.hints = previous.language, previous.hints
         self.rate = RateLimiter(
             bytes_per_second=bytes_per_second(encoding, sample_rate),
             factor=settings.AUDIO_RATE_LIMIT_FACTOR,
@@ -143,6 +148,18 @@ class ConversationRuntime:
         parsed = turns.parse(config)
         self.pipeline.set_turns(parsed)
         return parsed.as_dict()
+
+    def set_transcription(self, *, language: str | None = None, hints=None) -> dict:
+        """The language and phrase hints the session's recognizer is told, from the next
+        utterance on. Raises :class:`TranscriptionError` (``str()`` fit for the client) and
+        changes nothing when the engine does not support the language or the hints are bad."""
+        language, hints = check_transcription(
+            self.pipeline.capabilities(),
+            self.pipeline.language if language is None else language,
+            self.pipeline.hints if hints is None else hints,
+        )
+        self.pipeline.language, self.pipeline.hints = language, hints
+        return {"language": language, "hints": list(hints)}
 
     async def audio(self, chunk: bytes) -> None:
         """The hot path: rate check, count, decode and VAD in memory."""
@@ -185,8 +202,11 @@ class ConversationRuntime:
     async def partial(self, utterance_id: str, text: str) -> None:
         await self.emit({"type": "transcript.partial", "utterance_id": utterance_id, "text": text})
 
-    async def final(self, utterance_id: str, text: str) -> None:
-        await self.emit({"type": "transcript.final", "utterance_id": utterance_id, "text": text})
+    async def final(self, utterance_id: str, text: str, *, confidence: float | None = None) -> None:
+        event = {"type": "transcript.final", "utterance_id": utterance_id, "text": text}
+        if confidence is not None:
+            event["confidence"] = round(confidence, 3)
+        await self.emit(event)
         if self.intents:
             await self.utterance(text, utterance_id=utterance_id)
         else:

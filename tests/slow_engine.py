@@ -4,7 +4,7 @@ import time
 
 
 class SlowRecognizer:
-    def start(self, context: dict) -> None:
+    def start(self, context: dict, *, language: str, hints: tuple) -> None:
         pass
 
     def feed(self, pcm16: bytes) -> str:

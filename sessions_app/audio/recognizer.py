@@ -1,37 +1,127 @@
 """The recognizer interface, and the process pool that runs recognizers off the event loop.
 
-An engine is a class named by ``settings.RECOGNIZER_ENGINE`` (a dotted path)::
+An engine is a class named by ``settings.RECOGNIZER_ENGINE`` (a dotted path). It declares
+what it can do in a class attribute, and makes one recognizer per pool slot::
 
     class MyEngine:
-        def __init__(self): ...                     # load models once per process
-        def recognizer(self) -> Recognizer: ...     # a new decoder
+        capabilities = Capabilities(streaming=True, languages=("en",), sample_rates=(16000,))
+        def __init__(self): ...                     # load models once per worker process
+        def recognizer(self) -> "MyRecognizer": ...
 
-    class Recognizer:                               # one utterance at a time
-        def start(self, context: dict) -> None: ... # context: kept per connection, for the
-                                                    # engine's speaker adaptation
-        def feed(self, pcm16: bytes) -> str: ...    # 16 kHz mono PCM16; partial text so far
-        def finish(self) -> str: ...                # the final text of the utterance
+    class MyRecognizer:                             # one utterance at a time per recognizer
+        async def start(self, context: dict, *, language: str, hints: tuple[str, ...]): ...
+        async def feed(self, pcm16: bytes) -> Hypothesis | None: ...   # a partial, or None
+        async def finish(self) -> Hypothesis: ...   # the final (text "" if nothing was said)
+
+Each method may be a coroutine (an I/O-bound engine: a network service) or a plain function
+(a CPU-bound engine, such as PocketSphinx); ``feed``/``finish`` may return bare text too.
+``context`` is kept per connection between its utterances (speaker adaptation: the engine
+updates it in place). Audio comes as mono PCM16 at the first of the engine's
+``sample_rates`` that is 16000 if it lists it, else its first (the pipeline resamples).
 
 Engines run in ``RECOGNIZER_PROCESSES`` worker processes, not threads: PocketSphinx holds the
 GIL while it decodes, so a decoding thread would stall every socket's event loop. Each worker
-holds its share of ``RECOGNIZER_POOL_SIZE`` recognizers. An utterance holds one recognizer
-(a slot in one worker) from its first voiced frame to its final transcript; its audio goes
-there in batches of about 200 ms over a pipe: one message per batch, never per frame.
+holds its share of ``RECOGNIZER_POOL_SIZE`` recognizers (slots) and runs an event loop: each
+slot's calls run in order, and the slots of an engine whose methods are coroutines run at the
+same time (many utterances in flight per worker while they wait on the network); a CPU engine's
+plain methods run one at a time. An utterance holds one slot from its first voiced frame to its
+final transcript; its audio goes there in batches of about 200 ms over a pipe: one message per
+batch, never per frame.
 """
 
 import asyncio
 import atexit
 import contextlib
+import inspect
 import itertools
 import multiprocessing
 import os
 import threading
 import time
+from dataclasses import dataclass, field
 
+import numpy as np
+import soxr
 import structlog
 from django.conf import settings
+from django.utils.module_loading import import_string
+
+from sessions_app.audio.formats import TARGET_RATE
 
 logger = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine supports (a class attribute ``capabilities`` of the engine)."""
+
+    streaming: bool = False  # partials while speech goes on; the live pass's final is the final
+    languages: tuple[str, ...] = ("en",)  # language tags it recognizes ("en" covers "en-US")
+    sample_rates: tuple[int, ...] = (TARGET_RATE,)  # the rates it takes
+    word_timings: bool = False  # whether its finals carry word timings
+
+    def supports(self, language: str) -> bool:
+        tag = language.lower()
+        return any(tag == lang or tag.startswith(lang + "-") for lang in self.languages)
+
+    @property
+    def sample_rate(self) -> int:
+        return TARGET_RATE if TARGET_RATE in self.sample_rates else self.sample_rates[0]
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    start: float  # seconds from the start of the utterance's audio
+    end: float
+    confidence: float | None = None  # 0..1 where the engine has it
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A partial or final transcript of one utterance."""
+
+    text: str
+    confidence: float | None = None  # 0..1 where the engine has it
+    words: tuple[Word, ...] = field(default_factory=tuple)
+
+
+def as_hypothesis(value) -> Hypothesis | None:
+    if value is None or isinstance(value, Hypothesis):
+        return value
+    return Hypothesis(text=str(value))
+
+
+def engine_capabilities(engine_path: str) -> Capabilities:
+    """An engine's declared capabilities, read from its class (nothing is loaded)."""
+    declared = getattr(import_string(engine_path), "capabilities", None)
+    if callable(declared):  # a static method, when they depend on settings (the model)
+        declared = declared()
+    return declared or Capabilities()
+
+
+class TranscriptionError(ValueError):
+    """A language the engine does not support, or hints it cannot take; ``str()`` says why."""
+
+
+MAX_HINTS = 100
+MAX_HINT_CHARS = 100
+
+
+def check_transcription(
+    capabilities: Capabilities, language: str, hints
+) -> tuple[str, tuple[str, ...]]:
+    """A session's language and phrase hints, checked against what the engine supports."""
+    if not isinstance(language, str) or not 2 <= len(language) <= 35:
+        raise TranscriptionError("language must be a language tag such as en-US")
+    if not capabilities.supports(language):
+        supported = ", ".join(capabilities.languages)
+        raise TranscriptionError(f"The recognizer does not support {language}; it has {supported}")
+    if not isinstance(hints, list | tuple) or len(hints) > MAX_HINTS:
+        raise TranscriptionError(f"hints must be a list of at most {MAX_HINTS} phrases")
+    if not all(isinstance(h, str) and 0 < len(h.strip()) <= MAX_HINT_CHARS for h in hints):
+        raise TranscriptionError(f"each hint must be 1 to {MAX_HINT_CHARS} characters")
+    return language, tuple(h.strip() for h in hints)
 
 
 class RecognizerUnavailable(Exception):
@@ -42,39 +132,78 @@ class RecognizerBusy(Exception):
     """No recognizer came free within the wait allowed (``RECOGNIZER_WAIT_SECONDS``)."""
 
 
+async def _call(method, *args, **kwargs):
+    result = method(*args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
 def _serve(conn, engine_path: str) -> None:
-    """A recognizer worker: one engine, recognizers by slot, requests in order."""
+    """A recognizer worker: one engine, recognizers by slot, each slot's requests in order."""
+    # Nothing a worker loads may come from the network (models ship in packages).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     if os.environ.get("DJANGO_SETTINGS_MODULE"):
         import django
 
         django.setup()
-    from django.utils.module_loading import import_string
-
     engine = import_string(engine_path)()
-    recognizers: dict[int, object] = {}
-    contexts: dict[int, dict] = {}
+    asyncio.run(_serve_slots(conn, engine))
+
+
+async def _serve_slots(conn, engine) -> None:
+    loop = asyncio.get_running_loop()
+    inbox: asyncio.Queue = asyncio.Queue()
+
+    def read() -> None:  # a thread: the pipe's recv blocks
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                message = None
+            loop.call_soon_threadsafe(inbox.put_nowait, message)
+            if message is None:
+                return
+
+    threading.Thread(target=read, daemon=True, name="recognizer-inbox").start()
+    queues: dict[int, asyncio.Queue] = {}
+    tasks: set[asyncio.Task] = set()
+
+    async def run_slot(slot: int, queue: asyncio.Queue) -> None:
+        recognizer = engine.recognizer()
+        context: dict = {}
+        while True:
+            request_id, op, arg = await queue.get()
+            try:
+                if op == "start":
+                    context = dict(arg["context"])
+                    result = await _call(
+                        recognizer.start, context, language=arg["language"], hints=arg["hints"]
+                    )
+                elif op == "feed":
+                    result = as_hypothesis(await _call(recognizer.feed, arg))
+                else:
+                    final = as_hypothesis(await _call(recognizer.finish)) or Hypothesis("")
+                    result, context = (final, context), {}
+                conn.send((request_id, True, result))
+            except Exception as exc:
+                conn.send((request_id, False, f"{type(exc).__name__}"))
+
     while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
+        message = await inbox.get()
         if message is None:
-            return
+            break
         request_id, op, slot, arg = message
-        try:
-            recognizer = recognizers.get(slot)
-            if recognizer is None:
-                recognizer = recognizers[slot] = engine.recognizer()
-            if op == "start":
-                contexts[slot] = dict(arg)
-                result = recognizer.start(contexts[slot])
-            elif op == "feed":
-                result = recognizer.feed(arg)
-            else:
-                result = (recognizer.finish(), contexts.pop(slot, {}))
-            conn.send((request_id, True, result))
-        except Exception as exc:
-            conn.send((request_id, False, f"{type(exc).__name__}"))
+        queue = queues.get(slot)
+        if queue is None:
+            queue = queues[slot] = asyncio.Queue()
+            task = loop.create_task(run_slot(slot, queue))
+            tasks.add(task)
+        queue.put_nowait((request_id, op, arg))
+    for task in tasks:
+        task.cancel()
 
 
 class _Worker:
@@ -162,26 +291,47 @@ def _resolve(future: asyncio.Future, ok: bool, value) -> None:
 class Recognizer:
     """One utterance's recognizer: a slot in a worker process, used through async calls."""
 
-    def __init__(self, worker: _Worker, slot: int):
+    def __init__(self, worker: _Worker, slot: int, capabilities: Capabilities):
         self.worker = worker
         self.slot = slot
+        self.capabilities = capabilities
+        self._resampler = None
+        self._context: dict = {}
 
-    async def start(self, context: dict) -> None:
+    async def start(
+        self, context: dict, *, language: str = "en-US", hints: tuple[str, ...] = ()
+    ) -> None:
         self._context = context
-        await self.worker.call("start", self.slot, context)
+        rate = self.capabilities.sample_rate
+        self._resampler = (
+            None
+            if rate == TARGET_RATE
+            else soxr.ResampleStream(TARGET_RATE, rate, 1, dtype="int16", quality="HQ")
+        )
+        arg = {"context": context, "language": language, "hints": tuple(hints)}
+        await self.worker.call("start", self.slot, arg)
 
-    async def feed(self, pcm16: bytes) -> str:
+    async def feed(self, pcm16: bytes) -> Hypothesis | None:
+        """16 kHz PCM16 (a batch); the partial hypothesis so far, if the engine streams."""
+        if self._resampler is not None:
+            samples = np.frombuffer(pcm16, dtype="<i2")
+            pcm16 = self._resampler.resample_chunk(samples).tobytes()
         return await self.worker.call("feed", self.slot, pcm16)
 
-    async def finish(self) -> str:
-        text, context = await self.worker.call("finish", self.slot)
+    async def finish(self) -> Hypothesis:
+        if self._resampler is not None:
+            rest = self._resampler.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
+            if len(rest):
+                await self.worker.call("feed", self.slot, rest.tobytes())
+        final, context = await self.worker.call("finish", self.slot)
         self._context.update(context)
-        return text
+        return final
 
 
 class RecognizerPool:
     def __init__(self, *, engine_path: str, size: int, processes: int):
         self.engine_path = engine_path
+        self.capabilities = engine_capabilities(engine_path)
         self.processes = max(1, processes)
         self.size = max(self.processes, size)
         self._lock = threading.Lock()
@@ -203,7 +353,7 @@ class RecognizerPool:
                 return None
             worker = max(candidates, key=lambda w: len(w.free))
             self.busy += 1
-            return Recognizer(worker, worker.free.pop())
+            return Recognizer(worker, worker.free.pop(), self.capabilities)
 
     async def acquire(self, timeout: float | None = None) -> Recognizer:
         """A recognizer for one utterance; waits (without blocking the loop) when all are busy.

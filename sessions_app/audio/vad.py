@@ -18,17 +18,33 @@ START_WINDOW = 8  # frames looked at to decide speech started
 START_VOICED = 5  # of which at least this many voiced
 SILENCE_MS = DEFAULT.silence_duration_ms
 PREROLL_FRAMES = DEFAULT.prefix_padding_ms // FRAME_MS
+PAUSE_FRAMES = 3  # 90 ms of silence in speech: a pause (the pipeline checks the partial)
 
 
 class Segmenter:
-    """Feed 16 kHz PCM16 bytes; get ("start", preroll), ("audio", frame), ("stop", None)."""
+    """Feed 16 kHz PCM16 bytes; get ("start", preroll), ("audio", frame), ("pause", None) (a
+    silence began in speech), ("stop", None)."""
 
     def __init__(self, turns: TurnDetection = DEFAULT):
         self._pending = bytearray()
         self._window: deque[bool] = deque(maxlen=START_WINDOW)  # voiced flags, newest last
         self._silent = 0
         self.in_speech = False
+        self._early_limit: int | None = None
         self.configure(turns)
+
+    @property
+    def paused(self) -> bool:
+        """In speech, and silent for at least ``PAUSE_FRAMES``."""
+        return self.in_speech and self._silent >= PAUSE_FRAMES
+
+    def end_after(self, silence_ms: int | None) -> None:
+        """End this turn after ``silence_ms`` of silence (shorter than the session's), or
+        after the session's own again (None). Cleared when speech goes on after a pause."""
+        if silence_ms is None or self.turns.manual or not self.turns.command_end:
+            self._early_limit = None
+        else:
+            self._early_limit = max(1, silence_ms // FRAME_MS)
 
     def configure(self, turns: TurnDetection) -> None:
         """Apply a session's turn detection; at any time, also in the middle of speech."""
@@ -66,10 +82,21 @@ class Segmenter:
                     out.append(("start", preroll))
             else:
                 out.append(("audio", frame))
-                self._silent = 0 if voiced else self._silent + 1
-                if self._silence_limit is not None and self._silent >= self._silence_limit:
+                if voiced:
+                    if self._silent >= PAUSE_FRAMES:
+                        self._early_limit = None  # the speaker went on: wait for new words
+                    self._silent = 0
+                else:
+                    self._silent += 1
+                    if self._silent == PAUSE_FRAMES:
+                        out.append(("pause", None))
+                limit = self._silence_limit
+                if limit is not None and self._early_limit is not None:
+                    limit = min(limit, self._early_limit)
+                if limit is not None and self._silent >= limit:
                     self.in_speech = False
                     self._silent = 0
+                    self._early_limit = None
                     out.append(("stop", None))
         return out
 
@@ -81,4 +108,5 @@ class Segmenter:
         self._window.clear()
         self.in_speech = False
         self._silent = 0
+        self._early_limit = None
         return rest
