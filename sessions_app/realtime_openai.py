@@ -48,7 +48,7 @@ from core.kv import KVUnavailable
 from sessions_app import services
 from sessions_app.consumers import VoiceConsumer
 from sessions_app.protocol import CLOSE_NAMES, decode_json, utf8_size_over
-from sessions_app.runtime import TurnDetectionError, short
+from sessions_app.runtime import TranscriptionError, TurnDetectionError, short
 
 logger = structlog.get_logger(__name__)
 
@@ -142,6 +142,8 @@ class TranscriptionConfig:
     transcription: dict | None = field(default_factory=dict)
     turn_detection: dict | None = field(default_factory=lambda: dict(DEFAULT_TURN_DETECTION))
     turn_detection_at: str = "session.turn_detection"  # where the client put it (errors)
+    transcription_at: str = "session.input_audio_transcription"
+    transcription_changed: bool = False  # by this update: the recognizer is told
     noise_reduction: dict | None = None
     include: list | None = None
 
@@ -198,6 +200,8 @@ class TranscriptionConfig:
         if transcription in body:
             value = _object(body[transcription], f"{at}.{transcription}", nullable=True)
             self.transcription = None if value is None else {**(self.transcription or {}), **value}
+            self.transcription_at = f"{at}.{transcription}"
+            self.transcription_changed = value is not None
         if noise_reduction in body:
             self.noise_reduction = _object(
                 body[noise_reduction], f"{at}.{noise_reduction}", nullable=True
@@ -239,12 +243,25 @@ class TranscriptionConfig:
             return None
         return {
             "type": "server_vad",
+            # OpenAI's semantics: silence ends a turn, never a transcript that reads complete
+            "command_end": False,
             "silence_duration_ms": self.turn_detection["silence_duration_ms"],
             "prefix_padding_ms": self.turn_detection["prefix_padding_ms"],
             "threshold": self.turn_detection["threshold"],
         }
 
     # writing ----------------------------------------------------------------------------------
+    def runtime_transcription(self) -> dict:
+        """The recognizer's language and phrase hints: ``language`` as given, hints from
+        ``keywords`` (GA) or a ``prompt`` read as a list of phrases (as whisper-1 reads it)."""
+        value = self.transcription or {}
+        keywords = value.get("keywords")
+        if keywords is None:
+            prompt = value.get("prompt") if isinstance(value.get("prompt"), str) else ""
+            phrases = (p.strip() for p in re.split(r"[,;\n]", prompt))
+            keywords = [p for p in phrases if 0 < len(p) <= 100][:100]
+        return {"language": value.get("language") or None, "hints": keywords}
+
     def _transcription_out(self) -> dict | None:
         if self.transcription is None:
             return None
@@ -479,6 +496,16 @@ class RealtimeConsumer(VoiceConsumer):
         except ConfigError as exc:
             await self._error(exc.code, exc.message, param=exc.param)
             return
+        if config.transcription_changed:
+            try:
+                self.runtime.set_transcription(**config.runtime_transcription())
+            except TranscriptionError as exc:
+                self._apply_turn_detection(self.config)  # as it was: nothing changes
+                param = config.transcription_at
+                param += ".keywords" if "hint" in str(exc) else ".language"
+                await self._error("invalid_value", f"Invalid value for '{param}': {exc}", param)
+                return
+            config.transcription_changed = False
         if new_format:
             self.runtime.configure_audio(*config.runtime_format())  # keeps the turn detection
         self.config = config

@@ -201,6 +201,31 @@ async def test_session_update_in_the_ga_shape_is_answered_with_the_effective_ses
     await comm.disconnect()
 
 
+async def test_a_language_the_recognizer_lacks_is_refused_and_changes_nothing(api):
+    comm, _ = await open_socket(create_session(api))
+
+    def update(transcription):
+        audio_in = {"transcription": transcription, "turn_detection": None}
+        return {"type": "session.update", "session": {"type": "transcription", "audio": {
+            "input": audio_in}}}  # fmt: skip
+
+    await comm.send_json_to(update({"model": "gpt-4o-transcribe", "language": "xx"}))
+    assert_openai_error(
+        await comm.receive_json_from(timeout=5),
+        "invalid_value",
+        "session.audio.input.transcription.language",
+    )
+    await comm.send_json_to({"type": "session.update", "session": {"type": "transcription"}})
+    unchanged = (await comm.receive_json_from(timeout=5))["session"]["audio"]["input"]
+    assert unchanged["turn_detection"]["type"] == "server_vad"  # the refused update's null
+    assert unchanged["transcription"]["language"] is None
+    await comm.send_json_to(update({"language": "en", "prompt": "milk, eggs; the bike"}))
+    updated = (await comm.receive_json_from(timeout=5))["session"]["audio"]["input"]
+    assert updated["transcription"]["language"] == "en"
+    assert updated["turn_detection"] is None
+    await comm.disconnect()
+
+
 async def test_beta_clients_get_transcription_session_events_in_the_beta_shape(api):
     session = create_session(api)
     comm, created = await open_socket(
