@@ -75,6 +75,7 @@ DEFAULT_TURN_DETECTION = {
 # A failed recognition (the runtime's error codes) -> what the item gets.
 NOTHING_HEARD = "no_speech_recognized"
 RECOGNITION_FAILURES = ("recognizer_busy", "recognition_failed")
+DENIAL_CLOSE_CODES = {401: 4401, 404: 4404, 503: 1011}
 MAX_ITEMS = 64  # items awaiting their transcript; older ones are forgotten
 
 
@@ -152,7 +153,7 @@ class TranscriptionConfig:
         """The beta shape: ``input_audio_format``, ``input_audio_transcription``, ..."""
         if "input_audio_format" in session:
             name = session["input_audio_format"]
-            if name not in FORMATS:
+            if not isinstance(name, str) or name not in FORMATS:
                 raise ConfigError(
                     f"Invalid value for '{at}.input_audio_format': use pcm16, g711_ulaw or "
                     "g711_alaw",
@@ -181,7 +182,8 @@ class TranscriptionConfig:
         at = "session.audio.input"
         if "format" in audio_in:
             fmt = _object(audio_in["format"], f"{at}.format", nullable=False)
-            name = GA_FORMATS.get(fmt.get("type", "audio/pcm"))
+            kind = fmt.get("type", "audio/pcm")
+            name = GA_FORMATS.get(kind) if isinstance(kind, str) else None
             rate = fmt.get("rate", 24000)
             if name is None or (name == "pcm16" and rate != 24000):
                 raise ConfigError(
@@ -367,7 +369,8 @@ class RealtimeConsumer(VoiceConsumer):
         """Refuse the handshake with an HTTP status and OpenAI's error body, where the server
         can (the ASGI ``websocket.http.response`` extension: uvicorn); else its 403."""
         logger.info("realtime_refused", status=status, code=code)
-        metrics.SOCKET_CLOSES.labels(code=str(status)).inc()
+        # counted as /ws/voice counts the same refusals (its close codes)
+        metrics.SOCKET_CLOSES.labels(code=str(DENIAL_CLOSE_CODES[status])).inc()
         if "websocket.http.response" not in (self.scope.get("extensions") or {}):
             await self.close()
             return
