@@ -346,7 +346,7 @@ async def test_a_commit_with_nothing_to_commit_is_an_error(api):
 
 # speech ---------------------------------------------------------------------------------------
 @FAST
-async def test_speech_gives_vad_events_a_commit_and_the_transcript_of_one_item(api):
+async def test_speech_gives_vad_events_a_commit_and_the_transcript_of_one_item(backend, api):
     session = hold(api, create_session(api, intents=False))
     comm, _ = await open_socket(session)
     await append(comm, pcm24("remind_buy_milk_tomorrow"))
@@ -404,7 +404,7 @@ async def test_a_commit_ends_the_utterance_without_waiting_for_silence(api):
 
 
 @FAST
-async def test_clear_drops_the_speech_not_yet_committed(api):
+async def test_clear_drops_the_speech_not_yet_committed(backend, api):
     comm, _ = await open_socket(create_session(api, intents=False))
     await append(comm, pcm24("add_milk_to_my_list", silence_after=0))
     started = (await until(comm, "input_audio_buffer.speech_started"))[-1]
