@@ -132,6 +132,11 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
         except KVUnavailable:
             await self._refuse(1011, "state unavailable")
             return
+        await self._attach(session_id, record)
+
+    async def _attach(self, session_id: str, record: dict) -> None:
+        """The session is this socket's: its runtime, its group, accept, the greeting, the
+        tick. (Other dialects' adapters authenticate their own way, then call this.)"""
         self.session_id = session_id
         metrics.SOCKETS_OPEN.inc()  # disconnect() takes it back off whenever session_id is set
         self.conn_gen = int(record["conn_gen"])

@@ -101,6 +101,8 @@ class ConversationRuntime:
         self.session_id = record["id"]
         self.conn_gen = int(record["conn_gen"])
         self.zone = record.get("timezone") or "UTC"
+        # A session created with ``"intents": false`` only transcribes (sessions_app.services).
+        self.intents = record.get("intents") != "off"
         self.expires_at = float(record["expires_at"])
         self.send_own, self.error, self.close = send_own, error, close
         self.rx = self.processed = 0
@@ -223,6 +225,14 @@ class ConversationRuntime:
         """End the utterance now (push-to-talk released); False when there is none."""
         return self.pipeline.commit()
 
+    async def discard(self) -> bool:
+        """Drop the utterance in progress unrecognized (no final, no failure); False when there
+        is none. The session is ``connected`` again."""
+        if not self.pipeline.discard():
+            return False
+        await self.status("connected")
+        return True
+
     # the pipeline's sink ---------------------------------------------------------------------
     async def speech_started(self) -> None:
         """Speech began. While a reply is live this is barge-in, unless it is the reply's
@@ -256,7 +266,10 @@ class ConversationRuntime:
         if confidence is not None:
             event["confidence"] = round(confidence, 3)
         await self.emit(event)
-        await self.utterance(text, utterance_id=utterance_id)
+        if self.intents:
+            await self.utterance(text, utterance_id=utterance_id)
+        else:
+            await self.status("connected")
 
     async def failed(self, utterance_id: str, code: str) -> None:
         if utterance_id in self.echo_utterances:

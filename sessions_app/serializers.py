@@ -35,6 +35,15 @@ class TimezoneField(TextField):
         return value
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """JSON ``true`` or ``false`` only: no ``"yes"``, ``1`` or ``"false"`` read as a boolean."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class SessionCreateSerializer(serializers.Serializer):
     """The create body. The key hash's format is checked by the service (401, as the seed)."""
 
@@ -50,6 +59,12 @@ class SessionCreateSerializer(serializers.Serializer):
         default=None,
     )
     timezone = TimezoneField(max_length=64, required=False, default="UTC")
+    intents = StrictBooleanField(
+        required=False,
+        default=True,
+        help_text="false: transcription only; final transcripts make no intents, tasks or "
+        "replies (for OpenAI-Realtime transcription clients, docs/protocol.md).",
+    )
 
 
 class SessionResponseSerializer(serializers.Serializer):
@@ -62,6 +77,7 @@ class SessionResponseSerializer(serializers.Serializer):
     message_count = serializers.IntegerField()
     pending_tasks_count = serializers.IntegerField()
     timezone = serializers.CharField()
+    intents = serializers.BooleanField()
 
 
 class SessionCreatedSerializer(SessionResponseSerializer):

@@ -44,6 +44,7 @@ def session_create(
     device_type: str,
     client_version: str | None,
     timezone: str = "UTC",
+    intents: bool = True,
 ) -> dict:
     """Create a session in a free slot of its namespace, or refuse (401, 429).
 
@@ -84,6 +85,9 @@ def session_create(
         "client_version": client_version or "",
         "key_tag": key_tag,
         "timezone": timezone,
+        # "off": final transcripts are not turned into intents and tasks (transcription only,
+        # as the OpenAI-Realtime dialect's clients expect); see ConversationRuntime.final.
+        "intents": "on" if intents else "off",
         "seq": 0,
         "conn_gen": 0,
         "message_count": 0,
@@ -107,20 +111,24 @@ def session_connect_url(*, session_id: str, host: str, secure: bool) -> str:
 
 
 # connect --------------------------------------------------------------------------------------
-def session_connect(*, session_id: str, token: str) -> dict:
+def session_connect(*, session_id: str, token: str, holder: bool = False) -> dict:
     """Attach a socket: check the token, claim it once, take over the session.
 
     Returns the session record with ``conn_gen``, the generation of this connection: a newer
     socket has a higher one, and older sockets close with 4409 when they hear of it.
+    ``holder=True``: the caller has already checked the session's bearer token (a dialect that
+    authenticates with it, such as ``/v1/realtime``), so there is no connect token to claim.
     """
-    try:
-        nonce = token_verify(token=token, session_id=session_id)
-    except TokenInvalid as exc:
-        raise ConnectRefused(4401, f"token {exc}") from exc
+    nonce = ""
+    if not holder:
+        try:
+            nonce = token_verify(token=token, session_id=session_id)
+        except TokenInvalid as exc:
+            raise ConnectRefused(4401, f"token {exc}") from exc
     record = store.session_get(session_id=session_id)
     if record is None or record["status"] in CLOSED_STATUSES:
         raise ConnectRefused(4404, "session not found")
-    if not store.token_claim(nonce=nonce):
+    if not holder and not store.token_claim(nonce=nonce):
         raise ConnectRefused(4401, "token already used")
     counters = store.session_incr(session_id=session_id, deltas={"conn_gen": 1})
     if counters is None:

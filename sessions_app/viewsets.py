@@ -56,6 +56,7 @@ def _render(request, record: dict, pending_tasks: int) -> dict:
         "message_count": int(record.get("message_count") or 0),
         "pending_tasks_count": pending_tasks,
         "timezone": record.get("timezone") or "UTC",
+        "intents": record.get("intents") != "off",
     }
 
 

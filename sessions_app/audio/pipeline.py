@@ -155,6 +155,21 @@ class AudioPipeline:
         self._stop()
         return True
 
+    def discard(self) -> bool:
+        """Drop the utterance in progress unrecognized: its audio, its recognition, and no
+        final or failure is reported (the OpenAI dialect's ``input_audio_buffer.clear``).
+        False if there was none. An utterance already ended is not touched."""
+        self.segmenter.force_stop()
+        utt, self.utterance = self.utterance, None
+        if utt is None:
+            return False
+        utt.dropped = True
+        utt.pending.clear()
+        utt.end()
+        if utt.task is not None:
+            utt.task.cancel()  # its recognizer goes back to the pool (``_recognize``'s finally)
+        return True
+
     def _report(self, coro) -> asyncio.Task:
         """Run a sink call after every earlier one: events keep the order they happened in."""
         previous = self._last_report
