@@ -1,8 +1,8 @@
 from django.urls import path
 
 from sessions_app.consumers import VoiceConsumer
-from sessions_app.twilio_consumer import TwilioConsumer
 from sessions_app.realtime_openai import RealtimeConsumer
+from sessions_app.twilio_consumer import TwilioConsumer
 
 websocket_urlpatterns = [
     path("ws/voice", VoiceConsumer.as_asgi()),
