@@ -21,7 +21,7 @@ from sessions_app import store as session_store
 from sessions_app.audio import synthesis
 from sessions_app.audio.formats import MULAW_TO_PCM
 from tasks_app import scheduler
-from tests.conftest import apost, connect, create_session, hold, receive_until
+from tests.conftest import aget, apost, connect, create_session, hold, receive_until
 from tests.test_speech import FAST, load, stream
 
 pytestmark = pytest.mark.django_db(databases=[])
@@ -224,6 +224,26 @@ async def test_a_reminder_that_falls_due_is_spoken(api):
     assert said["text"] == "Reminder: stretch"
     assert _typed(out, "response.audio.started")[-1]["response_seq"] == said["seq"]
     assert sum(len(e) for e in out if isinstance(e, bytes)) > 16000, "half a second or more"
+    await comm.disconnect()
+
+
+async def test_on_resume_the_audio_events_are_replayed_and_the_audio_is_not(api):
+    session = hold(api, create_session(api))
+    comm, ready = await connect(session)
+    await _speaking(comm, transport="base64")
+    await comm.send_json_to({"type": "text", "text": "add milk to my list"})
+    out = await _until(comm, lambda e: e["type"] == "response.audio.done")
+    assert _typed(out, "response.audio.delta"), "it was spoken"
+    await comm.disconnect()
+    fresh = (await aget(api, f"/api/v1/sessions/{session['id']}")).json()
+    comm, _ = await connect(fresh)
+    await comm.send_json_to({"type": "session.resume", "last_seq": ready["seq"]})
+    await comm.send_json_to({"type": "ping"})
+    replayed = await _until(comm, lambda e: e["type"] == "pong")
+    kinds = [e["type"] if isinstance(e, dict) else "binary" for e in replayed]
+    assert "response" in kinds and "response.audio.started" in kinds
+    assert "response.audio.done" in kinds
+    assert "response.audio.delta" not in kinds and "binary" not in kinds
     await comm.disconnect()
 
 
