@@ -82,6 +82,7 @@ class _Reply:
     def __init__(self, text: str, seq: int | None):
         self.text, self.seq = text, seq
         self.response_id = "resp_" + uuid.uuid4().hex[:16]
+        self.config: OutputAudio | None = None
         self.pacer = Pacer()
         self.delivered = asyncio.Event()
         self.announced = self.stopped = self.in_send = False
@@ -242,10 +243,13 @@ class ConversationRuntime:
             if self.pipeline.utterance is not None:
                 self.echo_utterances.add(self.pipeline.utterance.id)
         elif self.current is not None or self.replies:
-            cut = await self._cut()  # no frame is sent after this line
+            out = self.audio_out
+            cut = self._stop_now()  # no frame is sent after this line
+            if cut is not None:
+                await self._tell_adapter(out, cut)  # e.g. a telephony "clear", first
         await self.emit({"type": "speech.started"})
         if cut is not None:
-            await self._report_cut(*cut)
+            await self._report_cut(cut, cut.pacer.sent_ms)
         await self.status("listening")
 
     async def speech_stopped(self) -> None:
@@ -340,14 +344,16 @@ class ConversationRuntime:
         """``response.cancel``: stop the reply playing now; False when none was."""
         if self.current is None and not self.replies:
             return False
-        cut = await self._cut()
-        if cut is not None:
-            await self._report_cut(*cut)
+        out = self.audio_out
+        reply = self._stop_now()
+        if reply is not None:
+            await self._tell_adapter(out, reply)
+            await self._report_cut(reply, reply.pacer.sent_ms)
         return True
 
-    async def _cut(self):
-        """Stop sending at once (the frame being written, if any, is the last), drop the
-        replies waiting; (reply, sent_ms) when the client was told the reply started."""
+    def _stop_now(self) -> "_Reply | None":
+        """Stop sending at once (the frame being written, if any, is the last) and drop the
+        replies waiting; the reply cut off, when the client was told it started."""
         reply, self.current = self.current, None
         self.replies.clear()
         task, self.player = self.player, None
@@ -355,19 +361,27 @@ class ConversationRuntime:
             reply.stopped = True
         if task is not None and not (reply is not None and reply.in_send):
             task.cancel()  # mid-write, the flag stops it after the write instead
-        if reply is None or not reply.announced:
-            return None
-        with contextlib.suppress(Exception):
-            await self.audio_out.interrupted(reply.response_id, reply.pacer.sent_ms)
-        return reply, reply.pacer.sent_ms
+        return reply if reply is not None and reply.announced else None
+
+    @staticmethod
+    async def _tell_adapter(out: AudioOut | None, reply: "_Reply") -> None:
+        if out is not None:
+            try:
+                await out.interrupted(reply.response_id, reply.pacer.sent_ms)
+            except Exception as exc:
+                logger.warning("audio_out_interrupted_failed", error_type=type(exc).__name__)
 
     def _spawn_cut(self) -> None:
-        async def cut():
-            found = await self._cut()
-            if found is not None:
-                await self._report_cut(*found)
+        out = self.audio_out
+        reply = self._stop_now()
+        if reply is None:
+            return
 
-        asyncio.get_running_loop().create_task(cut())
+        async def tell():
+            await self._tell_adapter(out, reply)
+            await self._report_cut(reply, reply.pacer.sent_ms)
+
+        asyncio.get_running_loop().create_task(tell())
 
     async def _report_cut(self, reply: "_Reply", sent_ms: int) -> None:
         await self.emit(
@@ -385,7 +399,10 @@ class ConversationRuntime:
             log_failure("reply_cut_off_failed", self.session_id, exc)
 
     async def _play_all(self) -> None:
-        while self.replies and self.output is not None:
+        me = asyncio.current_task()
+        # A player cut off mid-write finishes that write after a newer one took over: it
+        # leaves the replies to the newer one.
+        while self.replies and self.output is not None and self.player is me:
             reply = self.current = self.replies.popleft()
             try:
                 await self._play(reply, self.output, self.audio_out)
@@ -400,6 +417,7 @@ class ConversationRuntime:
     async def _play(self, reply: "_Reply", config: OutputAudio, out: AudioOut) -> None:
         """Synthesise (in a worker, chunk by chunk), encode, pace and send one reply."""
         encoder = None
+        reply.config = config
         stream = synthesis.get_pool().stream(reply.text, config.voice)
         try:
             async for pcm, rate in stream:
@@ -425,7 +443,8 @@ class ConversationRuntime:
         if encoder is None:
             return
         await out.done(reply.response_id, reply.pacer.sent_ms)
-        self.current = None
+        if self.current is reply:
+            self.current = None
         await self.emit(
             {
                 "type": "response.audio.done",
@@ -462,7 +481,7 @@ class ConversationRuntime:
             await out.chunk(reply.response_id, frame)
         finally:
             reply.in_send = False
-        reply.pacer.sent_ms += self.output.ms_of(len(frame)) if self.output else 0
+        reply.pacer.sent_ms += reply.config.ms_of(len(frame))
         if self.echo is not None:
             self.echo.sent(frame)
             self.echo.playing(reply.pacer.lead)

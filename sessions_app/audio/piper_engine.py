@@ -126,7 +126,10 @@ class PiperEngine:
         self.loaded: dict = {}
         default = next(iter(self.paths), None)
         if default is not None:
-            self._voice(default)  # load the default now: the first reply does not wait
+            # Load the default now, and run it once: onnxruntime's first inference is several
+            # times slower than the next ones, and the first reply should not pay for it.
+            for _ in self._voice(default).synthesize("Ready."):
+                pass
 
     def _voice(self, name: str):
         voice = self.loaded.get(name)
