@@ -1,6 +1,6 @@
 """Speech accuracy and speed, through a real daphne worker, at real time.
 
-    python -m bench.speech [accuracy] [latency] [rtf] [capacity] [--quick]
+    python -m bench.speech [accuracy] [latency] [rtf] [capacity] [heldout] [turns] [--quick]
 
 * accuracy: the command phrases of CONTRACT 2a, spoken by espeak-ng in several voices and
   speeds, streamed at real time; one session per voice and speed says them all in turn (as a
@@ -10,6 +10,8 @@
 * rtf: the recognizer alone (live pass + final pass) against the audio's duration.
 * capacity: N sessions speaking commands at real time at once; p95 final latency per N, and
   the largest N under 1 s.
+
+* heldout, turns: open vocabulary per engine configuration, and turn-taking (bench/heldout.py).
 
 Prints tables; saves JSON in bench/results/. Nothing here asserts a time.
 """
@@ -195,7 +197,7 @@ async def latency(host: str, quick: bool) -> dict:
 
 async def capacity(host: str, quick: bool) -> dict:
     clips = [_push_to_talk(synthesize(p, voice="en-us", speed=150)) for p in LATENCY_PHRASES]
-    levels = [1, 4, 8, 16] if quick else [1, 2, 4, 8, 12, 16, 24, 32, 48]
+    levels = [1, 4, 8, 16] if quick else [1, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48]
     rows, best = [], 0
     for n in levels:
         latencies: list[float] = []
@@ -238,7 +240,7 @@ def rtf(quick: bool) -> dict:
         audio_s += len(clip) / 32000
     factor = spent / audio_s
     print(table(
-        "Recognizer real-time factor (one thread; live pass and final pass)",
+        "Recognizer real-time factor (one thread; PocketSphinx, live pass)",
         ["audio s", "decode s", "real-time factor"], [[audio_s, spent, factor]],
     ))  # fmt: skip
     return {"rtf": factor}
@@ -253,6 +255,14 @@ def main(argv: list[str]) -> None:
         "capacity",
     ]
     results = {}
+    if "heldout" in wanted:
+        from bench.heldout import heldout
+
+        results["heldout"] = heldout(quick)
+    if "turns" in wanted:
+        from bench.heldout import turns
+
+        results["turns"] = turns(quick)
     if "rtf" in wanted:
         results["rtf"] = rtf(quick)
     live = [w for w in wanted if w in ("accuracy", "latency", "capacity")]

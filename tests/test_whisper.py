@@ -88,7 +88,12 @@ def test_the_two_pass_final_takes_whispers_words_when_they_are_a_command():
     assert choose(Hypothesis("What if on my list?"), Hypothesis("what is on my list")).text == (
         "what is on my list"
     ), "PocketSphinx's command words when Whisper's are no command"
+    assert choose(Hypothesis("Consumer"), Hypothesis("confirm")).text == "confirm"
     assert choose(Hypothesis("hello there"), Hypothesis("")).text == "hello there"
+    merged = choose(
+        Hypothesis("And sunscreen to my list."), Hypothesis("add sun screen to my list")
+    )
+    assert merged.text == "add sunscreen to my list", "PocketSphinx's command, Whisper's words"
 
 
 def test_a_whisper_decoding_loop_is_said_once():

@@ -231,12 +231,24 @@ def is_command(text: str) -> bool:
     return bool(text.strip()) and intents.parse(text, now=time.time()).name != "unknown"
 
 
+SKELETON_WORDS = 4  # at most this many of PocketSphinx's first words replace Whisper's
+
+
 def choose(whisper: Hypothesis, sphinx: Hypothesis) -> Hypothesis:
-    """The two-pass final: Whisper's words when they read as a command, else PocketSphinx's
-    when those do (its command model hears the command words Whisper missed), else Whisper's."""
+    """The two-pass final: Whisper's words when they read as a command. Else PocketSphinx's
+    command words (its command model hears them where Whisper may not: "what if on my list",
+    "and sunscreen to my list") in front of the rest of Whisper's words, when that reads as a
+    command; else PocketSphinx's text when it does; else Whisper's."""
     if is_command(whisper.text):
         return whisper
     if is_command(sphinx.text):
+        from tasks_app.intents import normalise
+
+        heard, skeleton = normalise(whisper.text).split(), normalise(sphinx.text).split()
+        for k in range(1, min(SKELETON_WORDS, len(heard) - 1, len(skeleton)) + 1):
+            merged = " ".join(skeleton[:k] + heard[k:])
+            if is_command(merged):
+                return Hypothesis(merged, confidence=whisper.confidence)
         return sphinx
     return whisper if whisper.text else sphinx
 

@@ -1,0 +1,70 @@
+"""The recognizer interface's promises to engines: I/O-bound engines run utterances side by
+side in one worker, audio arrives at the rate an engine declares, capabilities are read from
+the engine's class without loading it."""
+
+import asyncio
+
+import pytest
+
+from sessions_app.audio.recognizer import (
+    Capabilities,
+    Hypothesis,
+    RecognizerPool,
+    TranscriptionError,
+    check_transcription,
+    engine_capabilities,
+)
+
+
+@pytest.fixture
+def pools():
+    made = []
+
+    def make(path: str, size: int) -> RecognizerPool:
+        pool = RecognizerPool(engine_path=path, size=size, processes=1)
+        made.append(pool)
+        return pool
+
+    yield make
+    for pool in made:
+        pool.stop()
+
+
+async def test_an_async_engine_runs_two_utterances_at_once_in_one_worker(pools):
+    pool = pools("tests.slow_engine.BarrierEngine", 2)
+    first, second = await pool.acquire(), await pool.acquire()
+    assert first.worker is second.worker, "one worker process holds both"
+    for recognizer in (first, second):
+        await recognizer.start({})
+        await recognizer.feed(b"\x00" * 640)
+    finals = await asyncio.wait_for(asyncio.gather(first.finish(), second.finish()), 60)
+    assert [f.text for f in finals] == ["together after 640 bytes"] * 2
+    assert all(isinstance(f, Hypothesis) for f in finals), "bare text becomes a Hypothesis"
+
+
+async def test_audio_reaches_an_engine_at_the_rate_it_declares(pools):
+    pool = pools("tests.slow_engine.NarrowbandEngine", 1)
+    recognizer = await pool.acquire()
+    await recognizer.start({})
+    for _ in range(50):  # 1 s of 16 kHz PCM16 in 20 ms batches
+        partial = await recognizer.feed(b"\x10\x00" * 320)
+    # 1 s at 8 kHz is 16,000 bytes; the resampler holds back a few samples until the end.
+    assert 14_800 <= int(partial.text) <= 16_000
+    pool.release(recognizer)
+
+
+def test_capabilities_come_from_the_engine_class():
+    pocketsphinx = engine_capabilities("sessions_app.audio.pocketsphinx_engine.PocketSphinxEngine")
+    assert pocketsphinx.streaming and pocketsphinx.supports("en-US")
+    assert not pocketsphinx.supports("de-DE")
+    assert engine_capabilities("tests.slow_engine.SlowEngine") == Capabilities()
+
+
+@pytest.mark.parametrize(
+    ("language", "hints"),
+    [("de-DE", []), ("", []), (7, []), ("en-US", "grade the essays"), ("en-US", [""]),
+     ("en-US", ["x" * 101]), ("en-US", ["a"] * 101)],
+)  # fmt: skip
+def test_a_language_or_hints_the_engine_cannot_take_are_refused(language, hints):
+    with pytest.raises(TranscriptionError):
+        check_transcription(Capabilities(languages=("en",)), language, hints)
