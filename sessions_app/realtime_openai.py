@@ -46,6 +46,7 @@ from core import metrics
 from core.access import bearer_token, session_token_subject
 from core.kv import KVUnavailable
 from sessions_app import services
+from sessions_app.audio.turns import DEFAULT_PREFIX_MS
 from sessions_app.consumers import VoiceConsumer
 from sessions_app.protocol import CLOSE_NAMES, decode_json, utf8_size_over
 from sessions_app.runtime import TranscriptionError, TurnDetectionError, short
@@ -312,7 +313,6 @@ class _Item:
     end_ms: int = 0
     utterance_id: str | None = None
     committed: bool = False
-    by_client: bool = False  # committed by input_audio_buffer.commit, not by VAD
     hypothesis: str = ""
     sent: str = ""
 
@@ -356,6 +356,13 @@ class RealtimeConsumer(VoiceConsumer):
         self.config = TranscriptionConfig()
         self.openai_session_id = "sess_" + uuid.UUID(session_id).hex
         self.audio_bytes = 0
+        # Where in the audio each utterance began and ended, seen as the audio is fed (the
+        # runtime's events come later, when the client may have sent much more audio).
+        self.utterance_now: str | None = None
+        self.starts: deque[tuple[str, int]] = deque(maxlen=MAX_ITEMS)
+        self.ends: dict[str, int] = {}
+        self.client_commits: set[str] = set()
+        self.cleared: set[str] = set()
         self.items: deque[_Item] = deque()  # committed or open, awaiting their transcript
         self.open_item: _Item | None = None
         self.last_committed: str | None = None
@@ -535,9 +542,25 @@ class RealtimeConsumer(VoiceConsumer):
         if self.config.format == "g711_alaw":
             chunk = ALAW_TO_PCM[np.frombuffer(chunk, dtype=np.uint8)].tobytes()
         await self.runtime.audio(chunk)
+        if self.runtime.utterance_id != self.utterance_now:
+            self._utterance_moved()
+
+    def _utterance_moved(self) -> None:
+        """An utterance began or ended in the audio just fed: note where (in ms of audio)."""
+        now, ms = self.runtime.utterance_id, self._ms()
+        if self.utterance_now is not None:
+            self.ends[self.utterance_now] = ms
+            while len(self.ends) > MAX_ITEMS:
+                self.ends.pop(next(iter(self.ends)))
+        if now is not None:
+            pad = (
+                self.config.turn_detection["prefix_padding_ms"] if self._vad else DEFAULT_PREFIX_MS
+            )
+            self.starts.append((now, max(0, ms - pad)))
+        self.utterance_now = now
 
     async def on_commit(self, message: dict) -> None:
-        item = self.open_item
+        utterance_id = self.runtime.utterance_id
         if not self.runtime.commit():
             await self._error(
                 "input_audio_buffer_commit_empty",
@@ -545,14 +568,21 @@ class RealtimeConsumer(VoiceConsumer):
                 param=None,
             )
             return
-        if item is not None:
-            item.by_client = True
+        self.client_commits.add(utterance_id)
+        self._utterance_moved()
 
     async def on_clear(self, message: dict) -> None:
-        if await self.runtime.discard() and self.open_item is not None:
-            with contextlib.suppress(ValueError):
-                self.items.remove(self.open_item)
-            self.open_item = None
+        """Drop the utterance in progress; its item (open now, or when its speech_started is
+        still on the way) never gets a transcript."""
+        dropped = self.runtime.utterance_id
+        if await self.runtime.discard():
+            self._utterance_moved()
+            if self.open_item is not None and self.open_item.utterance_id == dropped:
+                with contextlib.suppress(ValueError):
+                    self.items.remove(self.open_item)
+                self.open_item = None
+            else:
+                self.cleared.add(dropped)
         await self._own({"type": "input_audio_buffer.cleared"})
 
     EVENT_HANDLERS = {
@@ -594,9 +624,13 @@ class RealtimeConsumer(VoiceConsumer):
         return self.config.turn_detection is not None
 
     async def _speech_started(self, event: dict) -> None:
-        pad = self.config.turn_detection["prefix_padding_ms"] if self._vad else 0
-        item = _Item(id=new_id("item"), start_ms=max(0, self._ms() - pad))
-        item.utterance_id = event.get("utterance_id")
+        # The runtime's speech.started events come in the order the utterances began.
+        utterance_id, start_ms = self.starts.popleft() if self.starts else (None, self._ms())
+        utterance_id = event.get("utterance_id") or utterance_id
+        if utterance_id in self.cleared:
+            self.cleared.discard(utterance_id)
+            return  # cleared before its start was told: it never becomes an item
+        item = _Item(id=new_id("item"), start_ms=start_ms, utterance_id=utterance_id)
         self.open_item = item
         self.items.append(item)
         while len(self.items) > MAX_ITEMS:
@@ -617,8 +651,10 @@ class RealtimeConsumer(VoiceConsumer):
         if item is self.open_item:
             self.open_item = None
         item.committed = True
-        item.end_ms = self._ms()
-        if self._vad and not item.by_client:
+        item.end_ms = self.ends.pop(item.utterance_id, None) or self._ms()
+        by_client = item.utterance_id in self.client_commits
+        self.client_commits.discard(item.utterance_id)
+        if self._vad and not by_client:
             await self._send_now(
                 {
                     "type": "input_audio_buffer.speech_stopped",

@@ -226,6 +226,13 @@ class ConversationRuntime:
         """End the utterance now (push-to-talk released); False when there is none."""
         return self.pipeline.commit()
 
+    @property
+    def utterance_id(self) -> str | None:
+        """The id of the utterance in progress (the one its transcripts will carry), if any:
+        an adapter that must say where in the audio an utterance began reads it per frame."""
+        utterance = self.pipeline.utterance
+        return utterance.id if utterance is not None else None
+
     async def discard(self) -> bool:
         """Drop the utterance in progress unrecognized (no final, no failure); False when there
         is none. The session is ``connected`` again."""

@@ -63,13 +63,20 @@ async def stream(conn, audio: bytes, *, real_time: bool) -> None:
         await asyncio.sleep(0.1 if real_time else 0)
 
 
-async def events_until(conn, kind: str, timeout: float = 60) -> list:
+async def events_until(conn, kind: str, timeout: float = 90) -> list:
+    """Events up to the first of ``kind``; a failed transcription or a silence of ``timeout``
+    seconds fails with every event seen (the first utterance on a server waits for its
+    recognizers to start: the timeout is generous)."""
     seen = []
     while True:
-        event = await asyncio.wait_for(conn.recv(), timeout)
+        try:
+            event = await asyncio.wait_for(conn.recv(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"no {kind} within {timeout} s; saw {seen}") from None
         seen.append(event)
         if event.type == kind:
             return seen
+        assert event.type != "conversation.item.input_audio_transcription.failed", seen
 
 
 async def test_the_sdk_streams_a_spoken_wav_and_gets_deltas_and_the_transcript(server):
