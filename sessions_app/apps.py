@@ -16,7 +16,7 @@ class SessionsAppConfig(AppConfig):
         from sessions_app.metrics import SessionsByStatus
 
         metrics.register_collector(SessionsByStatus())
-        events.register(emit=services.session_emit, message_add=services.session_message_add)
+        events.register(emit=services.session_aemit, message_add=services.asession_message_add)
         if settings.SESSION_AUTH == "off" and not settings.DEBUG:
             logger.warning(
                 "session_auth_off",

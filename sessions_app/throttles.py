@@ -12,14 +12,24 @@ raw line on stderr). Here:
   never counted;
 * the identity is reduced to a keyed hash (HMAC-SHA256 under ``SECRET_KEY``, 32 hex digits)
   before it becomes a key, so a key has a fixed size and the store never holds an address.
+
+The count is a lease set in the ``throttle`` store (``core.kv``): each create holds a lease
+for the rate's period, and a create is allowed while fewer than the rate's number are live:
+DRF's sliding window, checked and recorded in one atomic step, awaited on the loop (no
+thread, and no read-then-write race between workers).
 """
+
+import uuid
 
 from django.conf import settings
 from django.core.cache import caches
+from rest_framework.exceptions import Throttled
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
+from core import clock
 from core.access import keyed_hash
+from core.kv import aget_kv
 
 
 def client_address(request) -> str:
@@ -59,3 +69,20 @@ class SessionCreateThrottle(SimpleRateThrottle):
             "scope": self.scope,
             "ident": identity_hash(self.get_ident(request)),
         }
+
+    async def acheck(self, request, view=None) -> None:
+        """Count this request; raise DRF's ``Throttled`` (429, ``Retry-After``) past the rate."""
+        if self.rate is None:
+            return
+        key = self.get_cache_key(request, view)
+        now = clock.now()
+        kv = aget_kv("throttle")
+        member = f"{now:.6f}:{uuid.uuid4().hex[:8]}"
+        until = now + self.duration
+        if await kv.lease_acquire(
+            key, member, limit=self.num_requests, now=now, until=until, ttl=self.duration
+        ):
+            return
+        oldest = await kv.lease_members(key, now=now, offset=0, limit=1)
+        started = float(oldest[0].split(":", 1)[0]) if oldest else now
+        raise Throttled(wait=max(0.0, self.duration - (now - started)))
