@@ -12,6 +12,7 @@ class SessionsAppConfig(AppConfig):
     def ready(self):
         """Register this app's figures and event path; say if sessions are open to anyone."""
         from core import events, metrics
+        from core.overrides import checks  # noqa: F401  (registers the stand-in checks)
         from sessions_app import services
         from sessions_app.metrics import SessionsByStatus
 
