@@ -112,6 +112,7 @@ async def asession_status_counts() -> dict[str, int]:
 
 # sync entries (core.sync.blocking), for code off the event loop: operators' pages, metrics ---
 session_get = blocking(asession_get)
+session_get_with_pending = blocking(asession_get_with_pending)
 session_stats = blocking(asession_stats)
 session_replay = blocking(asession_replay)
 session_list = blocking(asession_list)

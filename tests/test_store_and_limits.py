@@ -107,6 +107,50 @@ def test_the_limit_check_cost_does_not_grow_with_stored_sessions(owned_redis):
     assert calls < 25, calls
 
 
+def _round_trips(monkeypatch) -> list[int]:
+    """Counts the async Redis client's round trips (a call, a script or a pipeline each)."""
+    from core.kv import AsyncRedisKV
+
+    trips = [0]
+    do = AsyncRedisKV._do
+
+    async def counted(self, step, shape=lambda reply: reply):
+        trips[0] += 1
+        return await do(self, step, shape)
+
+    monkeypatch.setattr(AsyncRedisKV, "_do", counted)
+    return trips
+
+
+def test_creating_a_session_is_one_round_trip_to_redis(redis_backend, monkeypatch):
+    """Issue 11: the limit, the record and the indexes in one step, whatever is stored."""
+    _create("first")
+    trips = _round_trips(monkeypatch)
+    session = _create("second")
+    assert trips[0] == 1
+    assert store.session_get(session_id=session["id"])["status"] == "created"
+    assert session["id"] in store.live_page(now=clock.now(), offset=0, limit=10)
+
+
+def test_a_refused_create_writes_nothing(redis_backend):
+    with override_settings(MAX_SESSIONS_PER_USER=1):
+        _create("full")
+        keys = set(redis_backend.keys())
+        with pytest.raises(services.TooManySessions):
+            _create("full")
+        assert set(redis_backend.keys()) == keys
+
+
+def test_reading_a_session_with_its_pending_count_is_one_round_trip(redis_backend, monkeypatch):
+    from sessions_app import selectors
+
+    session = _create()
+    trips = _round_trips(monkeypatch)
+    record, pending = selectors.session_get_with_pending(session_id=session["id"])
+    assert trips[0] == 1
+    assert (record["id"], pending) == (session["id"], 0)
+
+
 def test_update_never_resurrects_a_deleted_session(backend):
     record = _create()
     store.session_delete(session_id=record["id"])
