@@ -23,7 +23,7 @@ from core.access import keyed_hash, keyed_hash_earlier, session_token_issue
 from core.crypto import seal
 from core.sync import blocking
 from sessions_app import store
-from sessions_app.errors import ConnectRefused, InvalidKeyHash, TooManySessions
+from sessions_app.errors import ConnectRefused, CreateThrottled, InvalidKeyHash, TooManySessions
 from sessions_app.tokens import TokenInvalid, token_issue, token_verify
 from tasks_app import store as task_store
 
@@ -47,10 +47,13 @@ async def asession_create(
     device_type: str,
     client_version: str | None,
     timezone: str = "UTC",
+    client: tuple[str, int, float] | None = None,
 ) -> dict:
     """Create a session in a free slot of its namespace, or refuse (401, 429).
 
-    The slot, the record and the live index are one atomic step (one round trip on Redis).
+    ``client`` counts the create against its client's rate: the client's identity (a keyed
+    hash), the creates it may make, and the period in seconds (429 past it). The rate, the
+    slot, the record and the live index are one atomic step (one round trip on Redis).
     The answer carries the session's bearer token (``session_token``), which is stored
     nowhere and shown only here. The namespace's live sessions share one key hash; the
     store keeps a keyed hash of it, never the key hash itself.
@@ -79,14 +82,18 @@ async def asession_create(
         "audio_chunks_received": 0,
         "audio_chunks_processed": 0,
     }
-    slot = await store.asession_open(
+    slot, retry_at = await store.asession_open(
         session_id=session_id,
         record=record,
         key_tag=key_tag,
         earlier_tags=keyed_hash_earlier("namespace-key", namespace_id, key_hash),
         now=now,
         until=now + store.connect_window(),
+        client=client,
     )
+    if slot == store.SLOT_THROTTLED:
+        logger.info("session_create_throttled", device_type=device_type)
+        raise CreateThrottled(wait=max(0.0, (retry_at or now) - now))
     if slot == store.SLOT_OTHER_KEY:
         logger.warning("session_key_hash_not_the_namespaces", device_type=device_type)
         raise InvalidKeyHash()

@@ -11,6 +11,8 @@ Keys (under the cache's ``KEY_PREFIX``):
 * ``ns:<sha>:live`` sorted set: live sessions of one namespace, scored by lease end
 * ``ns:<sha>:key``  the keyed hash of the key hash those live sessions share (as long as the set)
 * ``tok:<nonce>``  a used connect token (set-if-absent makes tokens one-time)
+* ``rate:create:<keyed hash of a client>`` sorted set: that client's recent creates, each
+  leased for the create rate's period (``SESSION_CREATE_RATE``)
 * ``live``         sorted set: every live session, scored by lease end (operators' listing
   and metrics page through it; nobody scans keys)
 
@@ -109,7 +111,7 @@ async def asession_delete(*, session_id: str) -> None:
 
 
 # namespace slots ----------------------------------------------------------------------------
-SLOT_TAKEN, SLOT_FULL, SLOT_OTHER_KEY = 1, 0, -1
+SLOT_TAKEN, SLOT_FULL, SLOT_OTHER_KEY, SLOT_THROTTLED = 1, 0, -1, -2
 
 
 def _slot(namespace_id: str, session_id: str, key_tag: str, earlier_tags, now, until) -> dict:
@@ -154,17 +156,29 @@ async def asession_open(
     now: float,
     until: float,
     earlier_tags: tuple[str, ...] = (),
-) -> int:
-    """A new session in one atomic step (one round trip on Redis): take a slot of its
-    namespace (as :func:`aslot_acquire`), and only then write its record, to live until
-    ``until``, and list it among the live sessions. Returns what ``aslot_acquire`` does."""
+    client: tuple[str, int, float] | None = None,
+) -> tuple[int, float | None]:
+    """A new session in one atomic step (one round trip on Redis): count the attempt against
+    its client's create rate, take a slot of its namespace (as :func:`aslot_acquire`), and
+    only then write its record, to live until ``until``, and list it among the live
+    sessions.
+
+    ``client`` is the client's identity (a keyed hash), the creates it may make, and the
+    period in seconds. Returns what ``aslot_acquire`` does and None, or ``SLOT_THROTTLED`` and
+    the time the client's next attempt may count again.
+    """
     slot = _slot(record["namespace_id"], session_id, key_tag, earlier_tags, now, until)
+    rate = None
+    if client is not None:
+        ident, limit, period = client
+        rate = (_key("rate", "create", ident), f"{session_id}", limit, period)
     return await aget_kv().lease_acquire_create(
         **slot,
         hash_key=_session_key(session_id),
         mapping=_sealed(session_id, record),
         hash_ttl=until - now,
         index_key=_LIVE_KEY,
+        rate=rate,
     )
 
 

@@ -13,23 +13,19 @@ raw line on stderr). Here:
 * the identity is reduced to a keyed hash (HMAC-SHA256 under ``SECRET_KEY``, 32 hex digits)
   before it becomes a key, so a key has a fixed size and the store never holds an address.
 
-The count is a lease set in the ``throttle`` store (``core.kv``): each create holds a lease
-for the rate's period, and a create is allowed while fewer than the rate's number are live:
-DRF's sliding window, checked and recorded in one atomic step, awaited on the loop (no
-thread, and no read-then-write race between workers).
+The count rides in the create itself (``services.asession_create(client=...)``): a lease
+set per client in the state store, one lease per create for the rate's period, checked and
+recorded in the same atomic step as the namespace's slot and the record (one round trip on
+Redis). A create is allowed while fewer than the rate's number are live: DRF's sliding
+window. :meth:`SessionCreateThrottle.client` gives what the service needs; DRF's own
+``allow_request`` is not used (it would block the loop on the cache).
 """
 
-import uuid
-
 from django.conf import settings
-from django.core.cache import caches
-from rest_framework.exceptions import Throttled
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
-from core import clock
 from core.access import keyed_hash
-from core.kv import aget_kv
 
 
 def client_address(request) -> str:
@@ -49,14 +45,11 @@ def identity_hash(identity: str) -> str:
 
 
 class SessionCreateThrottle(SimpleRateThrottle):
-    """Session creates per client address, counted in the ``throttle`` cache (all workers
-    share it with Redis)."""
+    """Session creates per client address (``SESSION_CREATE_RATE``): DRF's rate and client
+    identity, counted by the create itself in the state store (see the module's docstring),
+    which every worker shares with Redis."""
 
     scope = "session_create"
-
-    def __init__(self):
-        self.cache = caches["throttle"]
-        super().__init__()
 
     def get_rate(self):
         return settings.SESSION_CREATE_RATE
@@ -64,25 +57,9 @@ class SessionCreateThrottle(SimpleRateThrottle):
     def get_ident(self, request):
         return client_address(request)
 
-    def get_cache_key(self, request, view):
-        return self.cache_format % {
-            "scope": self.scope,
-            "ident": identity_hash(self.get_ident(request)),
-        }
-
-    async def acheck(self, request, view=None) -> None:
-        """Count this request; raise DRF's ``Throttled`` (429, ``Retry-After``) past the rate."""
+    def client(self, request, view=None) -> tuple[str, int, float] | None:
+        """The client's keyed identity, the creates it may make and the period in seconds,
+        or None when creates are not throttled."""
         if self.rate is None:
-            return
-        key = self.get_cache_key(request, view)
-        now = clock.now()
-        kv = aget_kv("throttle")
-        member = f"{now:.6f}:{uuid.uuid4().hex[:8]}"
-        until = now + self.duration
-        if await kv.lease_acquire(
-            key, member, limit=self.num_requests, now=now, until=until, ttl=self.duration
-        ):
-            return
-        oldest = await kv.lease_members(key, now=now, offset=0, limit=1)
-        started = float(oldest[0].split(":", 1)[0]) if oldest else now
-        raise Throttled(wait=max(0.0, self.duration - (now - started)))
+            return None
+        return identity_hash(self.get_ident(request)), self.num_requests, float(self.duration)

@@ -69,12 +69,13 @@ class SessionViewSet(AsyncViewSet):
     )
     async def create(self, request):
         """Create a session; the answer alone carries its ``session_token``."""
-        await SessionCreateThrottle().acheck(request, self)  # awaited: DRF's would block
         if not isinstance(request.data, dict):
             raise ValidationError({"non_field_errors": ["Expected a JSON object."]})
         body = SessionCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        record = await services.asession_create(**body.validated_data)
+        record = await services.asession_create(
+            **body.validated_data, client=SessionCreateThrottle().client(request, self)
+        )
         rendered = _render(request, record, pending_tasks=0)  # a new session has none
         return Response({**rendered, "session_token": record["session_token"]})
 

@@ -132,6 +132,18 @@ def test_creating_a_session_is_one_round_trip_to_redis(redis_backend, monkeypatc
     assert session["id"] in store.live_page(now=clock.now(), offset=0, limit=10)
 
 
+def test_the_create_throttle_counts_in_the_same_round_trip(redis_backend, api, monkeypatch):
+    with override_settings(SESSION_CREATE_RATE="2/min"):
+        create_session(api, "warm-up")
+        trips = _round_trips(monkeypatch)
+        create_session(api, "counted")
+        assert trips[0] == 1
+        refused = api.post("/api/v1/sessions", {"namespace_id": "over", "key_hash": KEY_HASH})
+        assert refused.status_code == 429
+        assert 0 < int(refused["Retry-After"]) <= 60
+        assert "throttled" in refused.json()["detail"]
+
+
 def test_a_refused_create_writes_nothing(redis_backend):
     with override_settings(MAX_SESSIONS_PER_USER=1):
         _create("full")
@@ -188,6 +200,17 @@ def _primitive_calls(prefix: str, now: float) -> list[tuple[str, tuple, dict]]:
     counter = {"counter": (cnt, "pending")}
     budget_push = {"cap": 5, "ttl": 60, "max_bytes": 7}
     lease_args = {"now": now, "until": now + 60, "ttl": 60}
+    create = {
+        "key": prefix + "cl",
+        "owner_key": prefix + "co",
+        "owner": "o1",
+        "limit": 1,
+        **lease_args,
+        "hash_key": prefix + "ch",
+        "mapping": {"a": 1, "flag": False},
+        "hash_ttl": 60,
+        "index_key": prefix + "ci",
+    }
     return [
         ("hash_create", (h, {"a": 1, "flag": True, "none": None}, 60), {}),
         ("hash_get", (h,), {}),
@@ -345,17 +368,7 @@ def _primitive_calls(prefix: str, now: float) -> list[tuple[str, tuple, dict]]:
             "lease_acquire_create",
             (),
             {
-                **{
-                    "key": prefix + "cl",
-                    "owner_key": prefix + "co",
-                    "owner": "o1",
-                    "limit": 1,
-                    **lease_args,
-                    "hash_key": prefix + "ch",
-                    "mapping": {"a": 1, "flag": False},
-                    "hash_ttl": 60,
-                    "index_key": prefix + "ci",
-                },
+                **create,
                 "member": "s1",
             },
         ),
@@ -363,17 +376,7 @@ def _primitive_calls(prefix: str, now: float) -> list[tuple[str, tuple, dict]]:
             "lease_acquire_create",
             (),
             {
-                **{
-                    "key": prefix + "cl",
-                    "owner_key": prefix + "co",
-                    "owner": "o1",
-                    "limit": 1,
-                    **lease_args,
-                    "hash_key": prefix + "ch",
-                    "mapping": {"a": 1, "flag": False},
-                    "hash_ttl": 60,
-                    "index_key": prefix + "ci",
-                },
+                **create,
                 "member": "s2",
             },
         ),
@@ -381,17 +384,7 @@ def _primitive_calls(prefix: str, now: float) -> list[tuple[str, tuple, dict]]:
             "lease_acquire_create",
             (),
             {
-                **{
-                    "key": prefix + "cl",
-                    "owner_key": prefix + "co",
-                    "owner": "o1",
-                    "limit": 1,
-                    **lease_args,
-                    "hash_key": prefix + "ch",
-                    "mapping": {"a": 1, "flag": False},
-                    "hash_ttl": 60,
-                    "index_key": prefix + "ci",
-                },
+                **create,
                 "member": "s3",
                 "owner": "o2",
                 "limit": 5,
@@ -401,22 +394,22 @@ def _primitive_calls(prefix: str, now: float) -> list[tuple[str, tuple, dict]]:
             "lease_acquire_create",
             (),
             {
-                **{
-                    "key": prefix + "cl",
-                    "owner_key": prefix + "co",
-                    "owner": "o1",
-                    "limit": 1,
-                    **lease_args,
-                    "hash_key": prefix + "ch",
-                    "mapping": {"a": 1, "flag": False},
-                    "hash_ttl": 60,
-                    "index_key": prefix + "ci",
-                },
+                **create,
                 "member": "s4",
                 "owner": "o2",
                 "limit": 5,
                 "also": ("o1",),
             },
+        ),
+        (
+            "lease_acquire_create",
+            (),
+            {**create, "member": "s5", "rate": (prefix + "r", "a", 1, 60)},
+        ),
+        (
+            "lease_acquire_create",
+            (),
+            {**create, "member": "s6", "rate": (prefix + "r", "b", 1, 60)},
         ),
         ("hash_get", (prefix + "ch",), {}),
         ("lease_members", (prefix + "ci",), {"now": now, "offset": 0, "limit": 10}),

@@ -249,13 +249,22 @@ class LocalKV:
         mapping: dict[str, Any],
         hash_ttl: float,
         index_key: str,
-    ) -> int:
+        rate: tuple[str, str, int, float] | None = None,
+    ) -> tuple[int, float | None]:
         """:meth:`lease_acquire_owned`; on success (1), in the same atomic step, create the
         hash ``hash_key`` (:meth:`hash_create`) and add ``member`` to the lease set
-        ``index_key`` (no limit) until ``until``. Raises ``StoreFull`` before taking anything
+        ``index_key`` (no limit) until ``until``. ``rate`` as on Redis: checked first, and
+        ``(-2, the soonest end)`` while full. Raises ``StoreFull`` before taking anything
         when the hash would not fit."""
         with self._lock:
             self._make_room(hash_key)
+            if rate is not None:
+                rate_key, rate_member, rate_limit, period = rate
+                if not self.lease_acquire(
+                    rate_key, rate_member, limit=rate_limit, now=now, until=now + period,
+                    ttl=period,
+                ):  # fmt: skip
+                    return -2, min(t for t in self._leases[rate_key].values() if t > now)
             got = self.lease_acquire_owned(
                 key, owner_key, member, owner=owner, limit=limit, now=now, until=until,
                 ttl=ttl, also=also,
@@ -263,7 +272,7 @@ class LocalKV:
             if got == 1:
                 self.hash_create(hash_key, mapping, hash_ttl)
                 self.lease_acquire(index_key, member, limit=2**62, now=now, until=until, ttl=ttl)
-            return got
+            return got, None
 
     def lease_extend(self, key: str, member: str, *, until: float, ttl: float) -> bool:
         with self._lock:

@@ -8,7 +8,7 @@ every request's Redis round trips queue behind each other's. A route of an
   negotiation, permissions, exception handling, rendering) around an awaited action. Its
   services are async, so the request never leaves the loop. Permissions and throttles run
   inline here, so such an action must have none that does I/O (the create throttle is
-  awaited by its action instead: ``SessionCreateThrottle.acheck``);
+  counted by the create's own store step instead: ``SessionCreateThrottle.client``);
 * for a plain action: in a thread of the loop's default pool (none of the API's is one now).
 
 The response is rendered where the view ran and handed to Django as a plain ``HttpResponse``;
