@@ -1,6 +1,7 @@
 """WebSocket audio ingest against a bare FastAPI socket that only counts frames.
 
     python -m bench.ingest [--sockets 20] [--frames 10000] [--idle 500]
+                           [--servers baseline,daphne,uvicorn]
 
 K sockets each send 20 ms PCM16 frames as fast as they can; the figure is frames per second
 until the server has counted them all (``/stats`` for the project, so the counts are the
@@ -8,7 +9,8 @@ service's own, flushed once per tick; the tick is 0.1 s for the run, so the last
 most that late, against several seconds of streaming). The frames are quiet noise: VAD runs on
 every frame, recognition never starts. The rate limit is off for the run. Then M idle
 sockets are held open on each server and its memory per socket is reported. One server
-process each; the clients run in this process.
+process each; the clients run in this process, without keepalive pings (on a loaded machine a
+ping that waits behind 10,000 frames times out and ends the run).
 """
 
 import asyncio
@@ -67,7 +69,7 @@ def _counted(kind: str, host: str, sessions: list[str]) -> int:
 async def ingest(kind: str, host: str, sockets: int, frames: int) -> float:
     urls = [_url(kind, host) for _ in range(sockets)]
     sessions = [u.split("session_id=")[1].split("&")[0] for u in urls if "session_id=" in u]
-    conns = [await websockets.connect(u, max_queue=None) for u in urls]
+    conns = [await websockets.connect(u, max_queue=None, ping_interval=None) for u in urls]
     if kind != "baseline":
         for ws in conns:
             await ws.recv()
@@ -91,7 +93,7 @@ async def idle(kind: str, host: str, pid: int, count: int) -> float:
     before = _rss_mib(pid)
     conns = []
     for _ in range(count):
-        ws = await websockets.connect(_url(kind, host))
+        ws = await websockets.connect(_url(kind, host), ping_interval=None)
         if kind != "baseline":
             await ws.recv()
         conns.append(ws)
@@ -107,8 +109,12 @@ def main(argv: list[str]) -> None:
         return int(argv[argv.index(name) + 1]) if name in argv else default
 
     sockets, frames, idle_count = opt("--sockets", 20), opt("--frames", 10000), opt("--idle", 500)
+    kinds = ["baseline", "daphne", "uvicorn"]
+    if "--servers" in argv:
+        wanted = argv[argv.index("--servers") + 1].split(",")
+        kinds = ["baseline", *(k for k in kinds[1:] if k in wanted)]
     rows, results = [], {}
-    for kind in ("baseline", "daphne", "uvicorn"):
+    for kind in kinds:
         with serve(kind, **ENV) as (host, pid):
             cpu = _cpu_seconds(pid)
             fps = asyncio.run(ingest(kind, host, sockets, frames))

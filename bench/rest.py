@@ -8,8 +8,10 @@ seed); this project on Redis (the multi-worker configuration) under daphne and u
 uvicorn, preloaded through its own service; and this project under uvicorn on its embedded
 local-memory store (one process, like the baseline's dict), preloaded over HTTP. The baseline
 is preloaded through a route of its own. Both uvicorn servers run alike (bench.common).
-Prints a table with project/baseline ratios taken in the same run. Needs Debian's ``wrk``
-and ``pip install -r bench/requirements.txt``.
+Prints a table with project/baseline ratios taken in the same run, and a second one with each
+server process's CPU time per request (user + system, from /proc, over the wrk run): on a
+shared machine the requests/s move with whatever else runs, the CPU a request costs much less.
+Needs Debian's ``wrk`` and ``pip install -r bench/requirements.txt``.
 """
 
 import json
@@ -56,8 +58,18 @@ PROJECT_ENV = {
 }
 
 
-def wrk(url: str, seconds: int, script: str | None = None, token: str | None = None) -> float:
-    """Requests/s of ``url``; ``token`` is sent as the session's bearer token (CONTRACT 1b)."""
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(
+    url: str, seconds: int, script: str | None = None, token: str | None = None, pid: int = 0
+) -> tuple[float, float]:
+    """Requests/s of ``url``, and the CPU µs per request of the server process ``pid``;
+    ``token`` is sent as the session's bearer token (CONTRACT 1b)."""
     cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", url]
     if token:
         cmd[1:1] = ["-H", f"Authorization: Bearer {token}"]
@@ -66,11 +78,14 @@ def wrk(url: str, seconds: int, script: str | None = None, token: str | None = N
             lua.write(script)
             lua.flush()
             cmd[1:1] = ["-s", lua.name]
+        cpu = _cpu_seconds(pid) if pid else 0.0
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        cpu = _cpu_seconds(pid) - cpu if pid else 0.0
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors and int(errors.group(1)) > 0:
         raise RuntimeError(f"{url}: {errors.group(1)} error responses\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    done = int(re.search(r"(\d+) requests in", out).group(1))
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), cpu * 1e6 / max(1, done)
 
 
 def _flush_redis() -> None:
@@ -118,14 +133,15 @@ def main(argv: list[str]) -> None:
     if "--seconds" in argv:
         seconds = int(argv[argv.index("--seconds") + 1])
     _flush_redis()
-    rows, results, stored = [], [], 0
+    rows, cpu_rows, results, stored = [], [], [], 0
     with (
-        serve("baseline") as (base, _),
-        serve("daphne", **PROJECT_ENV) as (daph, _),
-        serve("uvicorn", **PROJECT_ENV) as (uvi, _),
-        serve("uvicorn", **LOCAL_ENV) as (local, _),
+        serve("baseline") as (base, base_pid),
+        serve("daphne", **PROJECT_ENV) as (daph, daph_pid),
+        serve("uvicorn", **PROJECT_ENV) as (uvi, uvi_pid),
+        serve("uvicorn", **LOCAL_ENV) as (local, local_pid),
     ):
         hosts = dict(zip(SERVERS, (base, daph, uvi, local), strict=True))
+        pids = dict(zip(SERVERS, (base_pid, daph_pid, uvi_pid, local_pid), strict=True))
         for size in sizes:
             if size > stored:
                 preload_project(size - stored)
@@ -137,22 +153,32 @@ def main(argv: list[str]) -> None:
             probes = {h: create_session(h, "probe") for h in hosts.values()}
             ids = {h: probe["id"] for h, probe in probes.items()}
             for endpoint in ("create", "get", "stats"):
-                figures = {}
+                figures, cpu = {}, {}
                 for name, host in hosts.items():
                     path = {"create": "/api/v1/sessions", "get": f"/api/v1/sessions/{ids[host]}",
                             "stats": f"/api/v1/sessions/{ids[host]}/stats"}[endpoint]  # fmt: skip
-                    figures[name] = wrk(f"http://{host}{path}", seconds,
-                                        CREATE_LUA if endpoint == "create" else None,
-                                        probes[host].get("session_token"))  # fmt: skip
+                    figures[name], cpu[name] = wrk(f"http://{host}{path}", seconds,
+                                                   CREATE_LUA if endpoint == "create" else None,
+                                                   probes[host].get("session_token"),
+                                                   pids[name])  # fmt: skip
                 rows.append([size, endpoint, *(figures[n] for n in SERVERS),
                              *(figures[n] / figures["baseline"] for n in SERVERS[1:])])  # fmt: skip
-                results.append({"stored": size, "endpoint": endpoint, **figures})
-                print(f"  {size} {endpoint}: {json.dumps(figures)}", flush=True)
+                cpu_rows.append([size, endpoint, *(cpu[n] for n in SERVERS),
+                                 *(cpu["baseline"] / cpu[n] for n in SERVERS[1:])])  # fmt: skip
+                results.append({"stored": size, "endpoint": endpoint, **figures,
+                                "cpu_us_per_request": cpu})  # fmt: skip
+                print(f"  {size} {endpoint}: {json.dumps(figures)} cpu µs/req {json.dumps(cpu)}",
+                      flush=True)  # fmt: skip
     print(table(
         "REST requests/s, one process each, wrk -t2 -c32 (baseline: dict + scan; project on "
         "Redis under daphne and uvicorn, and on local memory under uvicorn)",
         ["stored", "endpoint", *SERVERS, *(f"{n}/base" for n in SERVERS[1:])],
         rows,
+    ))  # fmt: skip
+    print(table(
+        "Server CPU µs per request (lower is better) and baseline/project (higher is better)",
+        ["stored", "endpoint", *SERVERS, *(f"base/{n}" for n in SERVERS[1:])],
+        cpu_rows,
     ))  # fmt: skip
     creates = {r["stored"]: r for r in results if r["endpoint"] == "create"}
     if len(creates) > 1:

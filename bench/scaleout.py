@@ -31,7 +31,7 @@ def main(argv: list[str]) -> None:
             with ThreadPoolExecutor(workers) as pool:
                 rates = list(pool.map(wrk, urls, [seconds] * workers, [None] * workers,
                                       [token] * workers))  # fmt: skip
-        total = sum(rates)
+        total = sum(rate for rate, _cpu in rates)
         base = base or total
         rows.append([workers, total, total / base])
     print(table("GET requests/s, uvicorn workers on one Redis",

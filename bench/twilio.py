@@ -47,7 +47,7 @@ async def _drain(comm) -> None:
 
 
 async def voice(frames: int, *, base64_json: bool) -> float:
-    record = services.session_create(
+    record = await services.asession_create(
         namespace_id=f"bench-{time.monotonic_ns()}", key_hash="sha256:" + "0" * 64,
         device_type="bench", client_version=None,
     )  # fmt: skip
@@ -74,7 +74,7 @@ async def voice(frames: int, *, base64_json: bool) -> float:
 
 
 async def twilio(frames: int) -> float:
-    call = telephony.call_start(called="+15550000000")
+    call = await telephony.acall_start(called="+15550000000")
     comm = WebsocketCommunicator(TwilioConsumer.as_asgi(), "/ws/twilio")
     await comm.connect()
     await comm.send_json_to({"event": "connected", "protocol": "Call", "version": "1.0.0"})

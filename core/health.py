@@ -5,7 +5,7 @@ import asyncio
 from channels.layers import get_channel_layer
 from django.http import JsonResponse
 
-from core.kv import aio, get_kv
+from core.kv import aget_kv
 
 
 def healthz(request):
@@ -13,11 +13,8 @@ def healthz(request):
     return JsonResponse({"status": "ok"})
 
 
-def _cache_ok() -> bool:
-    return get_kv().ping()
-
-
-_acache_ok = aio(_cache_ok)
+async def _acache_ok() -> bool:
+    return await aget_kv().ping()
 
 
 async def layer_round_trip(timeout: float = 3) -> None:

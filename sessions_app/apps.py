@@ -12,11 +12,12 @@ class SessionsAppConfig(AppConfig):
     def ready(self):
         """Register this app's figures and event path; say if sessions are open to anyone."""
         from core import events, metrics
+        from core.overrides import checks  # noqa: F401  (registers the stand-in checks)
         from sessions_app import services
         from sessions_app.metrics import SessionsByStatus
 
         metrics.register_collector(SessionsByStatus())
-        events.register(emit=services.session_emit, message_add=services.session_message_add)
+        events.register(emit=services.session_aemit, message_add=services.asession_message_add)
         if settings.SESSION_AUTH == "off" and not settings.DEBUG:
             logger.warning(
                 "session_auth_off",

@@ -4,7 +4,7 @@ carries its close code; the protocol module names the codes)."""
 
 from django.conf import settings
 from rest_framework import status
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, Throttled
 
 
 class InvalidKeyHash(APIException):
@@ -17,6 +17,11 @@ class TooManySessions(APIException):
 
     def __init__(self):
         super().__init__(f"Maximum {settings.MAX_SESSIONS_PER_USER} concurrent sessions allowed")
+
+
+class CreateThrottled(Throttled):
+    """One client address past ``SESSION_CREATE_RATE``: 429, ``Retry-After`` the seconds to
+    wait (DRF's throttle answer)."""
 
 
 class ConnectRefused(Exception):

@@ -24,7 +24,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 import structlog
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from core import clock, metrics
@@ -47,9 +46,9 @@ FAILURE_MESSAGES = {
     "": "Nothing was recognized in that utterance",
     "recognizer_busy": "Every recognizer is busy; that utterance was not recognized. Try again",
 }
-_handle_utterance = sync_to_async(task_services.utterance_handle, thread_sensitive=False)
-_expire_draft = sync_to_async(task_services.task_expire_draft, thread_sensitive=False)
-_list_tasks = sync_to_async(task_selectors.task_list, thread_sensitive=False)
+_handle_utterance = task_services.autterance_handle
+_expire_draft = task_services.atask_expire_draft
+_list_tasks = task_selectors.atask_list
 ANNOUNCE_WAIT_S = 1.0  # how long a reply's audio waits for its started event to go out
 
 

@@ -3,7 +3,7 @@ namespace, a call's session, and the TwiML that points Twilio's media stream at 
 
 What the wire looks like is the adapters' (``sessions_app.twilio_webhook``,
 ``sessions_app.twilio_consumer``); this module decides. A call's session is made by
-``services.session_create``, as a REST create is: the same namespace limit, the same
+``services.asession_create``, as a REST create is: the same namespace limit, the same
 one-time connect token. Nothing here logs a phone number.
 
 The signature is Twilio's documented algorithm ("Webhooks security"): the URL Twilio
@@ -24,7 +24,6 @@ import structlog
 from django.conf import settings
 
 from core.access import keyed_hash
-from core.kv import aio
 from sessions_app import services
 from sessions_app.tokens import token_issue
 
@@ -105,12 +104,12 @@ def line_key_hash(namespace: str) -> str:
     return "sha256:" + keyed_hash("twilio-line-key", namespace)[:64]
 
 
-def call_start(*, called: str | None, call_sid: str | None = None) -> dict:
+async def acall_start(*, called: str | None, call_sid: str | None = None) -> dict:
     """A session for an incoming call, in its line's namespace, and a connect token for the
-    stream. Raises what ``services.session_create`` raises (``TooManySessions`` when the
+    stream. Raises what ``services.asession_create`` raises (``TooManySessions`` when the
     line is full, ``InvalidKeyHash`` when REST sessions hold its namespace)."""
     namespace = line_namespace(called)
-    record = services.session_create(
+    record = await services.asession_create(
         namespace_id=namespace,
         key_hash=line_key_hash(namespace),
         device_type=DEVICE_TYPE,
@@ -123,9 +122,6 @@ def call_start(*, called: str | None, call_sid: str | None = None) -> dict:
         call_sid=(call_sid or "")[:8] or None,
     )
     return {"session_id": record["id"], "token": token_issue(session_id=record["id"])}
-
-
-acall_start = aio(call_start)
 
 
 # TwiML -------------------------------------------------------------------------------------------

@@ -12,10 +12,16 @@ raw line on stderr). Here:
   never counted;
 * the identity is reduced to a keyed hash (HMAC-SHA256 under ``SECRET_KEY``, 32 hex digits)
   before it becomes a key, so a key has a fixed size and the store never holds an address.
+
+The count rides in the create itself (``services.asession_create(client=...)``): a lease
+set per client in the state store, one lease per create for the rate's period, checked and
+recorded in the same atomic step as the namespace's slot and the record (one round trip on
+Redis). A create is allowed while fewer than the rate's number are live: DRF's sliding
+window. :meth:`SessionCreateThrottle.client` gives what the service needs; DRF's own
+``allow_request`` is not used (it would block the loop on the cache).
 """
 
 from django.conf import settings
-from django.core.cache import caches
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -39,14 +45,11 @@ def identity_hash(identity: str) -> str:
 
 
 class SessionCreateThrottle(SimpleRateThrottle):
-    """Session creates per client address, counted in the ``throttle`` cache (all workers
-    share it with Redis)."""
+    """Session creates per client address (``SESSION_CREATE_RATE``): DRF's rate and client
+    identity, counted by the create itself in the state store (see the module's docstring),
+    which every worker shares with Redis."""
 
     scope = "session_create"
-
-    def __init__(self):
-        self.cache = caches["throttle"]
-        super().__init__()
 
     def get_rate(self):
         return settings.SESSION_CREATE_RATE
@@ -54,8 +57,9 @@ class SessionCreateThrottle(SimpleRateThrottle):
     def get_ident(self, request):
         return client_address(request)
 
-    def get_cache_key(self, request, view):
-        return self.cache_format % {
-            "scope": self.scope,
-            "ident": identity_hash(self.get_ident(request)),
-        }
+    def client(self, request, view=None) -> tuple[str, int, float] | None:
+        """The client's keyed identity, the creates it may make and the period in seconds,
+        or None when creates are not throttled."""
+        if self.rate is None:
+            return None
+        return identity_hash(self.get_ident(request)), self.num_requests, float(self.duration)

@@ -20,7 +20,7 @@ from sessions_app.serializers import (
     StatsSerializer,
 )
 from sessions_app.throttles import SessionCreateThrottle
-from tasks_app.selectors import atask_list, atask_pending_count
+from tasks_app.selectors import atask_list
 from tasks_app.serializers import TaskListQuerySerializer, TaskResponseSerializer
 from tasks_app.services import task_response
 
@@ -63,30 +63,34 @@ def _render(request, record: dict, pending_tasks: int) -> dict:
 class SessionViewSet(AsyncViewSet):
     lookup_value_regex = "[^/]+"
     open_actions = frozenset({"create"})  # every other action needs the session's token
-    store_only_actions = frozenset({"create"})
-
-    def get_throttles(self):
-        return [SessionCreateThrottle()] if self.action == "create" else []
 
     @extend_schema(
         request=SessionCreateSerializer,
         responses={200: SessionCreatedSerializer, **errors(400, 401, 413, 429)},
     )
-    def create(self, request):
+    async def create(self, request):
         """Create a session; the answer alone carries its ``session_token``."""
         if not isinstance(request.data, dict):
             raise ValidationError({"non_field_errors": ["Expected a JSON object."]})
         body = SessionCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        record = services.session_create(**body.validated_data)
+        record = await services.asession_create(
+            **body.validated_data, client=SessionCreateThrottle().client(request, self)
+        )
         rendered = _render(request, record, pending_tasks=0)  # a new session has none
         return Response({**rendered, "session_token": record["session_token"]})
 
     @extend_schema(responses={200: SessionResponseSerializer, **errors(401, 404)})
     async def retrieve(self, request, pk=None):
         """The session's state, with a fresh ``websocket_url`` (how a client reconnects)."""
-        record = await _session_or_404(request, pk)
-        pending = await atask_pending_count(session_id=record["id"])
+        session_id = _held_session_id(request, pk)
+        record, pending = (
+            await selectors.asession_get_with_pending(session_id=session_id)
+            if session_id
+            else (None, 0)
+        )
+        if record is None:
+            raise NotFound("Session not found")
         return Response(_render(request, record, pending))
 
     @extend_schema(responses={200: ClosedSerializer, **errors(401, 404)})

@@ -3,6 +3,7 @@
 import json
 
 from core.crypto import unseal
+from core.sync import blocking
 from tasks_app import store
 
 
@@ -13,10 +14,6 @@ def _typed(record: dict | None) -> dict | None:
     record["updated_at"] = float(record["updated_at"])
     record["result_available"] = bool(record.get("result"))
     return record
-
-
-def task_get(*, task_id: str) -> dict | None:
-    return _typed(store.task_get(task_id=task_id))
 
 
 async def atask_get(*, task_id: str) -> dict | None:
@@ -32,7 +29,7 @@ def _page(ids: list[str], states: list[str | None], state: str, offset: int, lim
     return ids[offset : None if limit is None else offset + limit]
 
 
-def task_list(
+async def atask_list(
     *, session_id: str, state: str | None = None, offset: int = 0, limit: int | None = None
 ) -> list[dict]:
     """The session's tasks, oldest first, optionally in one state; one page of them with
@@ -43,17 +40,6 @@ def task_list(
     ``MAX_TASKS_PER_SESSION``).
     """
     if state is None:
-        ids = store.session_index(session_id=session_id, offset=offset, limit=limit)
-    else:
-        ids = store.session_index(session_id=session_id)
-        ids = _page(ids, store.task_states(task_ids=ids), state, offset, limit)
-    return _in_state([_typed(r) for r in store.tasks_get(task_ids=ids)], state)
-
-
-async def atask_list(
-    *, session_id: str, state: str | None = None, offset: int = 0, limit: int | None = None
-) -> list[dict]:
-    if state is None:
         ids = await store.asession_index(session_id=session_id, offset=offset, limit=limit)
     else:
         ids = await store.asession_index(session_id=session_id)
@@ -61,12 +47,8 @@ async def atask_list(
     return _in_state([_typed(r) for r in await store.atasks_get(task_ids=ids)], state)
 
 
-def task_pending_count(*, session_id: str) -> int:
-    """Tasks in draft, queued or running: a count kept with the session's index (O(1))."""
-    return store.session_pending_count(session_id=session_id)
-
-
 async def atask_pending_count(*, session_id: str) -> int:
+    """Tasks in draft, queued or running: a count kept with the session's index (O(1))."""
     return await store.asession_pending_count(session_id=session_id)
 
 
@@ -82,17 +64,17 @@ def task_result(*, record: dict) -> dict | None:
     return json.loads(unseal(record["session_id"], record["result"]))
 
 
-def task_recent(
+async def atask_recent(
     *, state: str | None = None, task_type: str | None = None, limit: int = 100, window: int = 2000
 ) -> list[dict]:
     """The newest tasks (operators), filtered by state and type over the newest ``window``."""
     out = []
     offset = 0
     while offset < window and len(out) < limit:
-        ids = store.task_page(offset=offset, limit=200)
+        ids = await store.atask_page(offset=offset, limit=200)
         if not ids:
             break
-        for raw in store.tasks_get(task_ids=ids):  # the page in one round trip
+        for raw in await store.atasks_get(task_ids=ids):  # the page in one round trip
             record = _typed(raw)
             if record is None:
                 continue
@@ -103,3 +85,10 @@ def task_recent(
                 break
         offset += len(ids)
     return out
+
+
+# sync entries (core.sync.blocking), for code off the event loop: operators' pages, tests ------
+task_get = blocking(atask_get)
+task_list = blocking(atask_list)
+task_pending_count = blocking(atask_pending_count)
+task_recent = blocking(atask_recent)

@@ -1,25 +1,30 @@
 """Writes to tasks, and what an utterance does (CONTRACT section 2a).
 
 Every state change goes through :func:`task_transition`: an atomic compare-and-set in the
-store, then ``task.updated`` on the session's one event path. These functions are sync; the
-socket calls them in a worker thread, never on its event loop.
+store, then ``task.updated`` on the session's one event path. These functions are ``async
+def`` and run on the event loop (the socket's, a REST request's, or the task worker's); only a
+task's handler, which may block, runs in a thread. Code off the loop uses the sync entries at
+the bottom (``core.sync.blocking``).
 """
 
+import asyncio
 import contextlib
+import functools
 import json
 from concurrent.futures import ThreadPoolExecutor
 
 import structlog
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils.module_loading import import_string
 
 from core import clock
 from core.access import bound_id_issue
 from core.crypto import seal
-from core.events import session_emit, session_message_add
+from core.events import asession_message_add, session_aemit
 from core.kv import StoreFull
-from core.layer import send_sync
 from core.metrics import TASK_STATES
+from core.sync import blocking
 from tasks_app import intents, selectors, store, timephrases
 from tasks_app.errors import IllegalTransition, TaskNotFound, TooManyTasks
 from tasks_app.handlers import HandlerError
@@ -42,17 +47,17 @@ def task_response(record: dict) -> dict:
     }
 
 
-def _emit_task(event_type: str, record: dict) -> None:
+async def _emit_task(event_type: str, record: dict) -> None:
     event = {"type": event_type, "task": task_response(record)}
     # The task's own words, for the session's holder (the web client's task list): on the
     # socket only, beside the TaskResponse, whose REST shape stays as the contract has it.
     text = selectors.task_payload(record=record).get("text") if record.get("payload") else None
     if text:
         event["text"] = text
-    session_emit(session_id=record["session_id"], event=event)
+    await session_aemit(session_id=record["session_id"], event=event)
 
 
-def task_create(*, session_id: str, task_type: str, payload: dict) -> dict:
+async def atask_create(*, session_id: str, task_type: str, payload: dict) -> dict:
     """A new task of a registered type: ``draft`` if the type needs confirming, else queued.
 
     A payload with a ``due_at`` (a reminder) makes a task that runs at that time; the task
@@ -75,33 +80,33 @@ def task_create(*, session_id: str, task_type: str, payload: dict) -> dict:
         "announced": "0",
         "due_ts": due or "",
     }
-    store.task_put(task_id=task_id, record=record, ttl=due - now + store.task_ttl())
-    if not store.session_index_add(
+    await store.atask_put(task_id=task_id, record=record, ttl=due - now + store.task_ttl())
+    if not await store.asession_index_add(
         session_id=session_id, task_id=task_id, created_at=now, pending=state in PENDING
     ):
-        store.task_discard(task_id=task_id)
+        await store.atask_discard(task_id=task_id)
         raise TooManyTasks()
-    store.task_list_add(task_id=task_id, created_at=now)
-    _emit_task("task.created", record)
+    await store.atask_list_add(task_id=task_id, created_at=now)
+    await _emit_task("task.created", record)
     TASK_STATES.labels(state=state).inc()
     logger.info("task_created", task_id=task_id, session_id=session_id, type=task_type)
     if state == "queued":
-        _start(record)
+        await _start(record)
     return record
 
 
-def _start(record: dict) -> None:
+async def _start(record: dict) -> None:
     """A task just queued: run it now, at its due time, or when the user says it is done."""
     if record["type"] in settings.TASK_TYPES_UNTIL_DONE:
         return  # a to-do: on the user's list until "mark X as done" runs it
     due = float(record.get("due_ts") or 0)
     if due > clock.now():
-        store.due_add(task_id=record["id"], due=due)  # the scheduler runs it then
+        await store.adue_add(task_id=record["id"], due=due)  # the scheduler runs it then
         return
-    task_dispatch(task_id=record["id"])
+    await atask_dispatch(task_id=record["id"])
 
 
-def task_transition(
+async def atask_transition(
     *,
     task_id: str,
     to: str,
@@ -112,10 +117,10 @@ def task_transition(
 
     The session's pending count moves in the same atomic step as the state.
     """
-    session_id = store.task_session_id(task_id=task_id)
+    session_id = await store.atask_session_id(task_id=task_id)
     if session_id is None:
         raise TaskNotFound()
-    ok, current = store.task_cas(
+    ok, current = await store.atask_cas(
         task_id=task_id,
         session_id=session_id,
         allowed_from={
@@ -127,105 +132,117 @@ def task_transition(
         raise TaskNotFound()
     if not ok:
         raise IllegalTransition(current, to)
-    record = selectors.task_get(task_id=task_id)
+    record = await selectors.atask_get(task_id=task_id)
     if record is None:
         raise TaskNotFound()
-    _emit_task("task.updated", record)
+    await _emit_task("task.updated", record)
     TASK_STATES.labels(state=to).inc()
     logger.info("task_state_changed", task_id=task_id, state_from=current, state_to=to)
     return record
 
 
-def task_confirm(*, task_id: str) -> dict:
+async def atask_confirm(*, task_id: str) -> dict:
     """``draft`` to ``queued``, and run it. A draft older than ``DRAFT_TTL_SECONDS`` expires."""
-    record = selectors.task_get(task_id=task_id)
+    record = await selectors.atask_get(task_id=task_id)
     if record is None:
         raise TaskNotFound()
     if (
         record["state"] == "draft"
         and record["created_at"] + settings.DRAFT_TTL_SECONDS < clock.now()
     ):
-        task_transition(task_id=task_id, to="expired", allowed_from=("draft",))
+        await atask_transition(task_id=task_id, to="expired", allowed_from=("draft",))
         raise IllegalTransition("expired", "queued")
-    record = task_transition(task_id=task_id, to="queued", allowed_from=("draft",))
-    _start(record)
+    record = await atask_transition(task_id=task_id, to="queued", allowed_from=("draft",))
+    await _start(record)
     return record
 
 
-def task_cancel(*, task_id: str) -> dict:
-    return task_transition(task_id=task_id, to="cancelled")
+async def atask_cancel(*, task_id: str) -> dict:
+    return await atask_transition(task_id=task_id, to="cancelled")
 
 
-def task_expire_draft(*, task_id: str) -> None:
+async def atask_expire_draft(*, task_id: str) -> None:
     """A draft nobody confirmed in time (the live socket's tick calls this)."""
     with contextlib.suppress(IllegalTransition, TaskNotFound):
-        task_transition(task_id=task_id, to="expired", allowed_from=("draft",))
+        await atask_transition(task_id=task_id, to="expired", allowed_from=("draft",))
 
 
 # running handlers ------------------------------------------------------------------------------
-_pool: ThreadPoolExecutor | None = None
+_pool: ThreadPoolExecutor | None = None  # handlers may block: they run here, off the loop
+_running: set[asyncio.Task] = set()  # tasks running in this process (a reference each)
 
 
-def task_dispatch(*, task_id: str, claimed: bool = False) -> None:
-    """Hand a task to a runner: a thread here, or a ``runworker`` with Redis.
+async def atask_dispatch(*, task_id: str, claimed: bool = False) -> None:
+    """Hand a task to a runner: this process's loop, or a ``runworker`` with Redis.
 
     A queued task is moved to ``running`` by its runner; a ``claimed`` one was moved there
     already by the caller (a to-do marked done: off the list at once, whenever it runs).
     """
-    global _pool
     if settings.TASK_RUNNER == "worker":
-        send_sync(
+        await get_channel_layer(settings.TASK_WORKER_LAYER).send(
             settings.TASK_WORKER_CHANNEL,
             {"type": "task.run", "task_id": task_id, "claimed": claimed},
-            alias=settings.TASK_WORKER_LAYER,
         )
         return
+    run = asyncio.get_running_loop().create_task(atask_run(task_id=task_id, claimed=claimed))
+    _running.add(run)
+    run.add_done_callback(_running.discard)
+
+
+def _handler_pool() -> ThreadPoolExecutor:
+    global _pool
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="task-handler")
-    _pool.submit(task_run, task_id=task_id, claimed=claimed)
+    return _pool
 
 
-def task_run(*, task_id: str, claimed: bool = False) -> None:
-    """Run a task's handler; the task ends completed or failed, the session goes on."""
+async def atask_run(*, task_id: str, claimed: bool = False) -> None:
+    """Run a task's handler (in a thread); the task ends completed or failed, the session
+    goes on."""
     if claimed:
-        record = selectors.task_get(task_id=task_id)
+        record = await selectors.atask_get(task_id=task_id)
         if record is None or record["state"] != "running":
             return  # cancelled since it was claimed
     else:
         try:
-            record = task_transition(task_id=task_id, to="running", allowed_from=("queued",))
+            record = await atask_transition(task_id=task_id, to="running", allowed_from=("queued",))
         except (IllegalTransition, TaskNotFound):
             return  # cancelled or expired before it ran
     try:
         handler = import_string(settings.TASK_HANDLERS[record["type"]])
-        result = handler(task=task_response(record), payload=selectors.task_payload(record=record))
+        call = functools.partial(
+            handler, task=task_response(record), payload=selectors.task_payload(record=record)
+        )
+        result = await asyncio.get_running_loop().run_in_executor(_handler_pool(), call)
     except HandlerError as exc:
-        _finish(task_id, "failed", {"error_message": str(exc)[:200]})
+        await _finish(task_id, "failed", {"error_message": str(exc)[:200]})
     except Exception as exc:
         logger.warning("task_handler_failed", task_id=task_id, error_type=type(exc).__name__)
-        _finish(task_id, "failed", {"error_message": f"Handler failed ({type(exc).__name__})"})
+        await _finish(
+            task_id, "failed", {"error_message": f"Handler failed ({type(exc).__name__})"}
+        )
     else:
         sealed = seal(record["session_id"], json.dumps(result))
-        if _finish(task_id, "completed", {"result": sealed}) and record.get("due_ts"):
-            reminder_announce(task_id=task_id)  # it ran because it fell due: say so
+        if await _finish(task_id, "completed", {"result": sealed}) and record.get("due_ts"):
+            await areminder_announce(task_id=task_id)  # it ran because it fell due: say so
 
 
-def _finish(task_id: str, to: str, fields: dict) -> bool:
+async def _finish(task_id: str, to: str, fields: dict) -> bool:
     # Cancelled while it ran: the cancel stands, and the result is dropped.
     try:
-        task_transition(task_id=task_id, to=to, fields=fields, allowed_from=("running",))
+        await atask_transition(task_id=task_id, to=to, fields=fields, allowed_from=("running",))
     except (IllegalTransition, TaskNotFound):
         return False
     return True
 
 
-def reminder_announce(*, task_id: str) -> bool:
+async def areminder_announce(*, task_id: str) -> bool:
     """Say a due reminder on its session, once (the claim makes a repeat a no-op)."""
-    record = selectors.task_get(task_id=task_id)
-    if record is None or not store.task_claim_announcement(task_id=task_id):
+    record = await selectors.atask_get(task_id=task_id)
+    if record is None or not await store.atask_claim_announcement(task_id=task_id):
         return False
     result = selectors.task_result(record=record) or {}
-    session_emit(
+    await session_aemit(
         session_id=record["session_id"],
         event={
             "type": "response",
@@ -258,10 +275,10 @@ def _words(text: str) -> str:
     return " ".join(intents.normalise(text).split())
 
 
-def _open_items(session_id: str) -> list[tuple[dict, dict]]:
+async def _open_items(session_id: str) -> list[tuple[dict, dict]]:
     """The user's list: open to-dos and reminders still to come, oldest first, with payloads."""
     out = []
-    for t in selectors.task_list(session_id=session_id):
+    for t in await selectors.atask_list(session_id=session_id):
         if t["state"] not in ("draft", "queued"):  # running: being done, or falling due now
             continue
         if t["type"] in settings.TASK_TYPES_UNTIL_DONE or t.get("due_ts"):
@@ -269,12 +286,12 @@ def _open_items(session_id: str) -> list[tuple[dict, dict]]:
     return out
 
 
-def _find_item(session_id: str, said: str, *, types: set[str] | None = None) -> dict | None:
+async def _find_item(session_id: str, said: str, *, types: set[str] | None = None) -> dict | None:
     """The open item the user named: the same words, else the newest that contains them."""
     wanted = _words(said)
     items = [
         (t, _words(p.get("text", "")))
-        for t, p in reversed(_open_items(session_id))
+        for t, p in reversed(await _open_items(session_id))
         if types is None or t["type"] in types
     ]
     for t, text in items:
@@ -310,10 +327,10 @@ def _read_out(head: str, items: list[str]) -> str:
     return f"{head}: " + "; ".join(said) + (f"; and {more} more." if more else ".")
 
 
-def _list_reply(session_id: str, zone: str) -> str:
+async def _list_reply(session_id: str, zone: str) -> str:
     """The open to-dos, then the reminders still to come, read out within the reply's caps."""
     todos, reminders = [], []
-    for t, payload in _open_items(session_id):
+    for t, payload in await _open_items(session_id):
         text = payload.get("text", "")
         if t["type"] in settings.TASK_TYPES_UNTIL_DONE:
             todos.append(text)
@@ -335,13 +352,15 @@ def _task_refusal(intent: intents.Intent) -> tuple[str, str] | None:
     return None
 
 
-def utterance_handle(*, session_id: str, text: str, utterance_id: str, zone: str = "UTC") -> dict:
+async def autterance_handle(
+    *, session_id: str, text: str, utterance_id: str, zone: str = "UTC"
+) -> dict:
     """One final utterance (spoken or typed) to its outcome: a task, a reply, or both.
 
     Times are read and spoken in ``zone``, the session's IANA time zone. A task past a quota
     is not created; the reply says why, and carries a ``code``.
     """
-    session_message_add(session_id=session_id, role="user", text=text)
+    await asession_message_add(session_id=session_id, role="user", text=text)
     intent = intents.parse(text, now=clock.now(), zone=zone)
     logger.info("utterance_intent", session_id=session_id, intent=intent.name)
     task = None
@@ -353,7 +372,9 @@ def utterance_handle(*, session_id: str, text: str, utterance_id: str, zone: str
         refusal = _task_refusal(intent)
         try:
             if refusal is None:
-                task = task_create(session_id=session_id, task_type=intent.name, payload=payload)
+                task = await atask_create(
+                    session_id=session_id, task_type=intent.name, payload=payload
+                )
         except TooManyTasks:
             refusal = (
                 "too_many_tasks",
@@ -370,39 +391,41 @@ def utterance_handle(*, session_id: str, text: str, utterance_id: str, zone: str
             code, reply = refusal
             logger.info("task_refused", session_id=session_id, code=code)
     elif intent.name == "list":
-        reply = _list_reply(session_id, zone)
+        reply = await _list_reply(session_id, zone)
     elif intent.name == "mark_done":
-        item = _find_item(session_id, intent.text, types=settings.TASK_TYPES_UNTIL_DONE)
+        item = await _find_item(session_id, intent.text, types=settings.TASK_TYPES_UNTIL_DONE)
         reply = f"{intent.text.capitalize()} is not on your list."
         if item is not None:
             with contextlib.suppress(IllegalTransition, TaskNotFound):
                 # off the list now; its handler completes it (done) in a runner
-                task = task_transition(task_id=item["id"], to="running", allowed_from=("queued",))
-                task_dispatch(task_id=item["id"], claimed=True)
+                task = await atask_transition(
+                    task_id=item["id"], to="running", allowed_from=("queued",)
+                )
+                await atask_dispatch(task_id=item["id"], claimed=True)
                 reply = f"Marked {selectors.task_payload(record=item).get('text', '')} as done."
     elif intent.name == "remove":
-        item = _find_item(session_id, intent.text)
+        item = await _find_item(session_id, intent.text)
         reply = f"{intent.text.capitalize()} is not on your list."
         if item is not None:
             with contextlib.suppress(IllegalTransition):
-                task = task_cancel(task_id=item["id"])
+                task = await atask_cancel(task_id=item["id"])
                 removed = selectors.task_payload(record=item).get("text", "")
                 reply = f"Removed {removed} from your list."
     elif intent.name == "cancel_last":
         reply = "There is no pending task to cancel."
-        for t in reversed(selectors.task_list(session_id=session_id)):
+        for t in reversed(await selectors.atask_list(session_id=session_id)):
             if t["state"] in PENDING:
                 try:
-                    task = task_cancel(task_id=t["id"])
+                    task = await atask_cancel(task_id=t["id"])
                 except IllegalTransition:
                     continue
                 reply = f"Cancelled: {selectors.task_payload(record=t).get('text', '')}."
                 break
     elif intent.name == "confirm":
         reply = "There is nothing to confirm."
-        for t in reversed(selectors.task_list(session_id=session_id, state="draft")):
+        for t in reversed(await selectors.atask_list(session_id=session_id, state="draft")):
             try:
-                task = task_confirm(task_id=t["id"])
+                task = await atask_confirm(task_id=t["id"])
             except IllegalTransition:
                 continue
             reply = "Confirmed."
@@ -413,6 +436,18 @@ def utterance_handle(*, session_id: str, text: str, utterance_id: str, zone: str
     event = {"type": "response", "text": reply, "utterance_id": utterance_id, "intent": intent.name}
     if code is not None:
         event["code"] = code
-    session_emit(session_id=session_id, event=event)
-    session_message_add(session_id=session_id, role="assistant", text=reply)
+    await session_aemit(session_id=session_id, event=event)
+    await asession_message_add(session_id=session_id, role="assistant", text=reply)
     return {"intent": intent.name, "task": task}
+
+
+# sync entries (core.sync.blocking), for code off the event loop: operators' pages, tests ------
+task_create = blocking(atask_create)
+task_transition = blocking(atask_transition)
+task_confirm = blocking(atask_confirm)
+task_cancel = blocking(atask_cancel)
+task_expire_draft = blocking(atask_expire_draft)
+task_dispatch = blocking(atask_dispatch)
+task_run = blocking(atask_run)
+reminder_announce = blocking(areminder_announce)
+utterance_handle = blocking(autterance_handle)

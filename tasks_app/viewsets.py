@@ -28,13 +28,6 @@ def _held_task_id(request, pk: str) -> str | None:
     return task_id
 
 
-def _task_or_404(request, pk: str) -> dict:
-    task_id = _held_task_id(request, pk)
-    return task_holder_confirm(
-        request, _found(selectors.task_get(task_id=task_id) if task_id else None)
-    )
-
-
 async def _atask_or_404(request, pk: str) -> dict:
     task_id = _held_task_id(request, pk)
     record = await selectors.atask_get(task_id=task_id) if task_id else None
@@ -61,14 +54,14 @@ class TaskViewSet(AsyncViewSet):
 
     @extend_schema(request=None, responses={200: TaskResponseSerializer, **errors(401, 404, 409)})
     @action(detail=True, methods=["post"])
-    def confirm(self, request, pk=None):
+    async def confirm(self, request, pk=None):
         """``draft`` to ``queued``."""
-        record = _task_or_404(request, pk)
-        return Response(services.task_response(services.task_confirm(task_id=record["id"])))
+        record = await _atask_or_404(request, pk)
+        return Response(services.task_response(await services.atask_confirm(task_id=record["id"])))
 
     @extend_schema(request=None, responses={200: TaskResponseSerializer, **errors(401, 404, 409)})
     @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
+    async def cancel(self, request, pk=None):
         """Any pending state to ``cancelled``."""
-        record = _task_or_404(request, pk)
-        return Response(services.task_response(services.task_cancel(task_id=record["id"])))
+        record = await _atask_or_404(request, pk)
+        return Response(services.task_response(await services.atask_cancel(task_id=record["id"])))

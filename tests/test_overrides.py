@@ -46,3 +46,15 @@ def test_the_silenced_security_checks_stand_for_headers_really_sent(api):
     assert page["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in page["Content-Security-Policy"]
     assert create_session(api, namespace_id="still-served")["status"] == "created"
+
+
+def test_the_checks_standing_in_for_the_silenced_ones_pass_as_configured_and_warn_without():
+    from django.core.checks import run_checks
+    from django.test import override_settings
+
+    def ids() -> set[str]:
+        return {m.id for m in run_checks(tags=["security"])}
+
+    assert not {"overrides.W001", "overrides.W002"} & ids()
+    with override_settings(MIDDLEWARE=[]):
+        assert {"overrides.W001", "overrides.W002"} <= ids()

@@ -22,6 +22,10 @@ from tests.conftest import KEY_HASH, bearer, connect, create_session, receive_un
 pytestmark = pytest.mark.django_db(databases=[])
 
 
+async def _no_dispatch(*, task_id: str, claimed: bool = False) -> None:
+    """No runner: the task stays queued."""
+
+
 def _create_session(namespace_id: str = "user-1") -> dict:
     return session_services.session_create(
         namespace_id=namespace_id, key_hash=KEY_HASH, device_type="web", client_version=None
@@ -194,7 +198,7 @@ def test_a_state_filter_pages_among_the_tasks_in_that_state(backend):
 
 
 def test_the_pending_count_follows_every_state_change(backend, monkeypatch):
-    monkeypatch.setattr(services, "task_dispatch", lambda *, task_id: None)
+    monkeypatch.setattr(services, "atask_dispatch", _no_dispatch)
     session_id = _create_session()["id"]
 
     def create(task_type):
@@ -235,7 +239,7 @@ def _replies(session_id: str) -> list[dict]:
 
 
 def test_the_task_past_the_cap_is_refused_with_a_clear_reply(backend, monkeypatch):
-    monkeypatch.setattr(services, "task_dispatch", lambda *, task_id: None)
+    monkeypatch.setattr(services, "atask_dispatch", _no_dispatch)
     session_id = _create_session()["id"]
     with override_settings(MAX_TASKS_PER_SESSION=3):
         for i in range(3):
@@ -258,7 +262,7 @@ def test_the_task_past_the_cap_is_refused_with_a_clear_reply(backend, monkeypatc
 def test_the_cap_holds_under_concurrent_creates(backend, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
-    monkeypatch.setattr(services, "task_dispatch", lambda *, task_id: None)
+    monkeypatch.setattr(services, "atask_dispatch", _no_dispatch)
     session_id = _create_session()["id"]
 
     def attempt(i):
@@ -410,6 +414,7 @@ def test_expired_entries_are_freed_from_memory_without_being_read():
 def test_expired_entries_freed_per_write_are_bounded_but_all_go_eventually():
     local = kv.get_kv()
     start = time.time()
+    local._time = lambda: start  # the store's clock stands still while the sessions are made
     with override_settings(CONNECT_WINDOW_SECONDS=30):
         for i in range(250):
             _create_session(f"ns-{i}")
@@ -446,7 +451,7 @@ def test_a_full_embedded_store_frees_what_expired_before_it_refuses(api):
 
 
 def test_a_task_on_a_full_embedded_store_is_refused_with_a_reply(monkeypatch):
-    monkeypatch.setattr(services, "task_dispatch", lambda *, task_id: None)
+    monkeypatch.setattr(services, "atask_dispatch", _no_dispatch)
     session_id = _create_session()["id"]
     session_services.session_message_add(session_id=session_id, role="user", text="hi")
     session_services.session_emit(session_id=session_id, event={"type": "response", "text": "hi"})

@@ -107,6 +107,62 @@ def test_the_limit_check_cost_does_not_grow_with_stored_sessions(owned_redis):
     assert calls < 25, calls
 
 
+def _round_trips(monkeypatch) -> list[int]:
+    """Counts the async Redis client's round trips (a call, a script or a pipeline each)."""
+    from core.kv import AsyncRedisKV
+
+    trips = [0]
+    do = AsyncRedisKV._do
+
+    async def counted(self, step, shape=lambda reply: reply):
+        trips[0] += 1
+        return await do(self, step, shape)
+
+    monkeypatch.setattr(AsyncRedisKV, "_do", counted)
+    return trips
+
+
+def test_creating_a_session_is_one_round_trip_to_redis(redis_backend, monkeypatch):
+    """Issue 11: the limit, the record and the indexes in one step, whatever is stored."""
+    _create("first")
+    trips = _round_trips(monkeypatch)
+    session = _create("second")
+    assert trips[0] == 1
+    assert store.session_get(session_id=session["id"])["status"] == "created"
+    assert session["id"] in store.live_page(now=clock.now(), offset=0, limit=10)
+
+
+def test_the_create_throttle_counts_in_the_same_round_trip(redis_backend, api, monkeypatch):
+    with override_settings(SESSION_CREATE_RATE="2/min"):
+        create_session(api, "warm-up")
+        trips = _round_trips(monkeypatch)
+        create_session(api, "counted")
+        assert trips[0] == 1
+        refused = api.post("/api/v1/sessions", {"namespace_id": "over", "key_hash": KEY_HASH})
+        assert refused.status_code == 429
+        assert 0 < int(refused["Retry-After"]) <= 60
+        assert "throttled" in refused.json()["detail"]
+
+
+def test_a_refused_create_writes_nothing(redis_backend):
+    with override_settings(MAX_SESSIONS_PER_USER=1):
+        _create("full")
+        keys = set(redis_backend.keys())
+        with pytest.raises(services.TooManySessions):
+            _create("full")
+        assert set(redis_backend.keys()) == keys
+
+
+def test_reading_a_session_with_its_pending_count_is_one_round_trip(redis_backend, monkeypatch):
+    from sessions_app import selectors
+
+    session = _create()
+    trips = _round_trips(monkeypatch)
+    record, pending = selectors.session_get_with_pending(session_id=session["id"])
+    assert trips[0] == 1
+    assert (record["id"], pending) == (session["id"], 0)
+
+
 def test_update_never_resurrects_a_deleted_session(backend):
     record = _create()
     store.session_delete(session_id=record["id"])
@@ -144,6 +200,17 @@ def _primitive_calls(prefix: str, now: float) -> list[tuple[str, tuple, dict]]:
     counter = {"counter": (cnt, "pending")}
     budget_push = {"cap": 5, "ttl": 60, "max_bytes": 7}
     lease_args = {"now": now, "until": now + 60, "ttl": 60}
+    create = {
+        "key": prefix + "cl",
+        "owner_key": prefix + "co",
+        "owner": "o1",
+        "limit": 1,
+        **lease_args,
+        "hash_key": prefix + "ch",
+        "mapping": {"a": 1, "flag": False},
+        "hash_ttl": 60,
+        "index_key": prefix + "ci",
+    }
     return [
         ("hash_create", (h, {"a": 1, "flag": True, "none": None}, 60), {}),
         ("hash_get", (h,), {}),
@@ -297,6 +364,58 @@ def _primitive_calls(prefix: str, now: float) -> list[tuple[str, tuple, dict]]:
         ("list_push", (lst2, "k"), {**budget_push, "tally": (prefix + "missing", "m")}),
         ("list_read", (lst2,), {}),
         ("hash_get", (h2,), {}),
+        (
+            "lease_acquire_create",
+            (),
+            {
+                **create,
+                "member": "s1",
+            },
+        ),
+        (
+            "lease_acquire_create",
+            (),
+            {
+                **create,
+                "member": "s2",
+            },
+        ),
+        (
+            "lease_acquire_create",
+            (),
+            {
+                **create,
+                "member": "s3",
+                "owner": "o2",
+                "limit": 5,
+            },
+        ),
+        (
+            "lease_acquire_create",
+            (),
+            {
+                **create,
+                "member": "s4",
+                "owner": "o2",
+                "limit": 5,
+                "also": ("o1",),
+            },
+        ),
+        (
+            "lease_acquire_create",
+            (),
+            {**create, "member": "s5", "rate": (prefix + "r", "a", 1, 60)},
+        ),
+        (
+            "lease_acquire_create",
+            (),
+            {**create, "member": "s6", "rate": (prefix + "r", "b", 1, 60)},
+        ),
+        ("hash_get", (prefix + "ch",), {}),
+        ("lease_members", (prefix + "ci",), {"now": now, "offset": 0, "limit": 10}),
+        ("lease_count", (prefix + "cl",), {"now": now}),
+        ("hash_get_with", (prefix + "ch", [(prefix + "ch", "a"), (prefix + "missing", "x")]), {}),
+        ("hash_get_with", (prefix + "missing", [(prefix + "ch", "flag")]), {}),
         ("expire", (h, 30), {}),
         ("expire", (prefix + "missing", 30), {}),
         ("ttl", (h,), {}),

@@ -53,8 +53,19 @@ def test_the_states_are_the_contracts():
     assert set(states.TERMINAL) == {"completed", "failed", "cancelled", "expired"}
 
 
+@pytest.fixture
+def no_runner(monkeypatch):
+    """No runner takes the queued note: the test alone moves its state (a runner finishing it
+    between the test's steps would be a second actor)."""
+
+    async def stays_queued(*, task_id: str, claimed: bool = False) -> None:
+        return None
+
+    monkeypatch.setattr(services, "atask_dispatch", stays_queued)
+
+
 @pytest.mark.parametrize(("source", "target"), LEGAL)
-def test_every_legal_move_is_allowed(api, source, target):
+def test_every_legal_move_is_allowed(api, no_runner, source, target):
     session = hold(api, create_session(api))
     record = _task(session["id"], "note")
     services.store.task_update(task_id=record["id"], fields={"state": source})
@@ -63,7 +74,7 @@ def test_every_legal_move_is_allowed(api, source, target):
 
 
 @pytest.mark.parametrize(("source", "target"), ILLEGAL)
-def test_every_illegal_move_is_refused_with_409(api, source, target):
+def test_every_illegal_move_is_refused_with_409(api, no_runner, source, target):
     session = hold(api, create_session(api))
     record = _task(session["id"], "note")
     services.store.task_update(task_id=record["id"], fields={"state": source})

@@ -15,7 +15,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.core.exceptions import SuspiciousOperation  # noqa: E402
 from django.core.handlers.exception import response_for_exception  # noqa: E402
 
-from core.layer import remember_serving_loop  # noqa: E402
+from core.sync import remember_serving_loop  # noqa: E402
 from ops.services import worker_heartbeat_start  # noqa: E402
 from tasks_app.scheduler import scheduler_start  # noqa: E402
 from tasks_app.worker import TaskWorker  # noqa: E402
@@ -73,7 +73,7 @@ _router = ProtocolTypeRouter(
 
 
 async def application(scope, receive, send):
-    """The router, noting which loop serves this process's sockets (see core.layer)."""
+    """The router, noting which loop serves this process's sockets (see core.sync)."""
     if scope["type"] == "websocket":
         remember_serving_loop()
     worker_heartbeat_start()

@@ -235,11 +235,21 @@ MIDDLEWARE = [
     "core.overrides.middleware.OperatorPagesMiddleware",
 ]
 # Django's checks look for these middleware by their dotted paths in MIDDLEWARE. They are
-# here, differently arranged: admin's and the frame-options one in the operators' chain, CSRF
-# per view, security headers through the subclass (core/overrides/README.md says why each is
-# silenced; tests/test_overrides.py checks the headers they stand for are sent). (With
-# security.W001 silenced, `check --deploy` also skips its HSTS and SSL-redirect hints; TLS
-# ends at the proxy, docs/scaling.md.)
+# here, differently arranged, so each check is silenced and why:
+# - admin.E408-E410: the session, auth and message middleware run in the operators' chain
+#   (core.overrides.OperatorPagesMiddleware), not in MIDDLEWARE.
+# - security.W001 (no SecurityMiddleware) and W002 (no XFrameOptionsMiddleware): the
+#   subclass core.overrides.middleware.SecurityMiddleware does the first's work (and refuses
+#   framing on every HTML page), the operators' chain holds the second. They cannot stay on,
+#   since they look for Django's dotted paths; core/overrides/checks.py stands in for them
+#   (overrides.W001, W002: warns when either piece leaves MIDDLEWARE), and
+#   tests/test_overrides.py checks that the headers are really sent. With W001 silenced,
+#   `check --deploy` also skips its HSTS and SSL-redirect hints; TLS ends at the proxy
+#   (docs/scaling.md).
+# - security.W003 (no CsrfViewMiddleware): the API takes no cookies, so CSRF cannot touch it,
+#   and the middleware would cost the API a thread hop per request; every form view
+#   (Django's admin, the operators' pages) carries csrf_protect instead, and
+#   tests/test_ops.py checks that an operator's action without the token is refused (403).
 SILENCED_SYSTEM_CHECKS = [
     "admin.E408",
     "admin.E409",

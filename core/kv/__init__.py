@@ -13,21 +13,18 @@ This module is the factory: which store a cache alias gets, once per process.
 
 Every key written here carries an expiry; nothing lives forever.
 
-Code on the event loop has two ways in. :func:`aget_kv` gives the same primitives as
-awaitables: inline on local memory, an asyncio Redis client on Redis; the API's reads use it,
-so a request never leaves the loop. :func:`aio` runs a whole sync store function, inline on
-local memory or in a worker thread on Redis; the sockets' less frequent steps use it. Neither
-happens per audio frame.
+Code on the event loop (every service, selector and store function) uses :func:`aget_kv`: the
+same primitives as awaitables, inline on local memory, an asyncio Redis client on Redis, so a
+request or a socket never leaves the loop. None of it happens per audio frame. :func:`get_kv`
+is for the few sync steps that need no loop (the parity tests, the operators' heartbeat).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import weakref
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
@@ -44,7 +41,6 @@ __all__ = [
     "RedisKV",
     "StoreFull",
     "aget_kv",
-    "aio",
     "get_kv",
     "reset_kv",
 ]
@@ -112,16 +108,3 @@ def reset_kv() -> None:
     _kv.clear()
     _akv_local.clear()
     _akv_redis.clear()
-
-
-def aio(fn):
-    """An async twin of a sync store function: inline on local memory, a thread on Redis."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args, **kwargs):
-        if get_kv().local:
-            return fn(*args, **kwargs)
-        return await sync_to_async(fn, thread_sensitive=False)(*args, **kwargs)
-
-    wrapper.__name__ = "a" + fn.__name__
-    return wrapper

@@ -233,6 +233,47 @@ class LocalKV:
             self._drop_ended(now)
             return 1
 
+    def lease_acquire_create(
+        self,
+        *,
+        key: str,
+        owner_key: str,
+        member: str,
+        owner: str,
+        limit: int,
+        now: float,
+        until: float,
+        ttl: float,
+        also: tuple[str, ...] = (),
+        hash_key: str,
+        mapping: dict[str, Any],
+        hash_ttl: float,
+        index_key: str,
+        rate: tuple[str, str, int, float] | None = None,
+    ) -> tuple[int, float | None]:
+        """:meth:`lease_acquire_owned`; on success (1), in the same atomic step, create the
+        hash ``hash_key`` (:meth:`hash_create`) and add ``member`` to the lease set
+        ``index_key`` (no limit) until ``until``. ``rate`` as on Redis: checked first, and
+        ``(-2, the soonest end)`` while full. Raises ``StoreFull`` before taking anything
+        when the hash would not fit."""
+        with self._lock:
+            self._make_room(hash_key)
+            if rate is not None:
+                rate_key, rate_member, rate_limit, period = rate
+                if not self.lease_acquire(
+                    rate_key, rate_member, limit=rate_limit, now=now, until=now + period,
+                    ttl=period,
+                ):  # fmt: skip
+                    return -2, min(t for t in self._leases[rate_key].values() if t > now)
+            got = self.lease_acquire_owned(
+                key, owner_key, member, owner=owner, limit=limit, now=now, until=until,
+                ttl=ttl, also=also,
+            )  # fmt: skip
+            if got == 1:
+                self.hash_create(hash_key, mapping, hash_ttl)
+                self.lease_acquire(index_key, member, limit=2**62, now=now, until=until, ttl=ttl)
+            return got, None
+
     def lease_extend(self, key: str, member: str, *, until: float, ttl: float) -> bool:
         with self._lock:
             leases = self._leases.get(key)
@@ -269,6 +310,12 @@ class LocalKV:
     def hash_get_many(self, keys: list[str]) -> list[dict[str, str] | None]:
         with self._lock:
             return [dict(d) if (d := self._get(k)) else None for k in keys]
+
+    def hash_get_with(
+        self, key: str, fields: list[tuple[str, str]]
+    ) -> tuple[dict[str, str] | None, list[str | None]]:
+        with self._lock:
+            return self.hash_get(key), [self.hash_fields([k], f)[0] for k, f in fields]
 
     def hash_cas_counted(
         self,

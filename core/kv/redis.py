@@ -46,6 +46,50 @@ redis.call('SET', KEYS[2], ARGV[6], 'PX', redis.call('PTTL', KEYS[1]))
 return 1
 """
 
+# KEYS[1] lease zset, KEYS[2] its owner tag, KEYS[3] a new hash, KEYS[4] an index zset, and
+# KEYS[5] a rate zset when there is one. ARGV: member, limit, now, until, ttl_ms, owner,
+# hash_ttl_ms, n (other spellings of the owner), rate member, rate limit, rate until, rate
+# ttl_ms, those n spellings, then the hash's field/value pairs.
+# First the rate: a lease per attempt until ``rate until``; with ``rate limit`` live already
+# it answers {-2, the soonest of their ends} and writes nothing. Then
+# _LUA_LEASE_ACQUIRE_OWNED, and on success, in the same step: the hash is created anew with
+# its TTL, and the member is added to the index until ``until`` (its ended members dropped).
+# One round trip for all that creating a session takes. Returns {1}, {0} or {-1} as that
+# script does, or {-2, end}.
+_LUA_LEASE_ACQUIRE_CREATE = """
+if #KEYS >= 5 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[3])
+  if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[10]) then
+    local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+    return {-2, first[2]}
+  end
+  redis.call('ZADD', KEYS[5], ARGV[11], ARGV[9])
+  local rttl = tonumber(ARGV[12])
+  if redis.call('PTTL', KEYS[5]) < rttl then redis.call('PEXPIRE', KEYS[5], rttl) end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local n = redis.call('ZCARD', KEYS[1])
+local cur = redis.call('GET', KEYS[2])
+local nalso = tonumber(ARGV[8])
+if n > 0 and cur and cur ~= ARGV[6] then
+  local known = false
+  for i = 13, 12 + nalso do if cur == ARGV[i] then known = true end end
+  if not known then return {-1} end
+end
+if n >= tonumber(ARGV[2]) then return {0} end
+local ttl = tonumber(ARGV[5])
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+redis.call('SET', KEYS[2], ARGV[6], 'PX', redis.call('PTTL', KEYS[1]))
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[3], unpack(ARGV, 13 + nalso))
+redis.call('PEXPIRE', KEYS[3], ARGV[7])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[3])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
+if redis.call('PTTL', KEYS[4]) < ttl then redis.call('PEXPIRE', KEYS[4], ttl) end
+return {1}
+"""
+
 # KEYS[1] lease zset, KEYS[2] its owner tag. ARGV: member. Releases the lease; the tag goes
 # with the last one, so an empty set leaves nothing behind.
 _LUA_LEASE_RELEASE_OWNED = """
@@ -253,6 +297,7 @@ class RedisKV:
             for name, src in {
                 "lease_acquire": _LUA_LEASE_ACQUIRE,
                 "lease_acquire_owned": _LUA_LEASE_ACQUIRE_OWNED,
+                "lease_acquire_create": _LUA_LEASE_ACQUIRE_CREATE,
                 "index_pop_upto": _LUA_INDEX_POP_UPTO,
                 "lease_release_owned": _LUA_LEASE_RELEASE_OWNED,
                 "lease_extend": _LUA_LEASE_EXTEND,
@@ -357,6 +402,17 @@ class RedisKV:
             lambda rows: [_decode_hash(row) for row in rows],
         )
 
+    def hash_get_with(
+        self, key: str, fields: list[tuple[str, str]]
+    ) -> tuple[dict[str, str] | None, list[str | None]]:
+        """A hash and one field of each of some other hashes (key, field), in one round
+        trip: a record and the counts kept beside it."""
+        commands = [("hgetall", self._k(key))] + [("hget", self._k(k), f) for k, f in fields]
+        return self._do(
+            lambda c: self._pipe(c, commands, transaction=False),
+            lambda rows: (_decode_hash(rows[0]), _decode_or_none(rows[1:])),
+        )
+
     # expiry / removal -----------------------------------------------------------------
     def expire(self, key: str, ttl: float) -> bool:
         return self._call("pexpire", self._k(key), _ms(ttl), shape=bool)
@@ -398,6 +454,47 @@ class RedisKV:
             [member, limit, now, until, _ms(ttl), owner, *also],
             int,
         )
+
+    def lease_acquire_create(
+        self,
+        *,
+        key: str,
+        owner_key: str,
+        member: str,
+        owner: str,
+        limit: int,
+        now: float,
+        until: float,
+        ttl: float,
+        also: tuple[str, ...] = (),
+        hash_key: str,
+        mapping: dict[str, Any],
+        hash_ttl: float,
+        index_key: str,
+        rate: tuple[str, str, int, float] | None = None,
+    ) -> tuple[int, float | None]:
+        """:meth:`lease_acquire_owned`; on success (1), in the same atomic step, create the
+        hash ``hash_key`` (as :meth:`hash_create`) and add ``member`` to the lease set
+        ``index_key`` (no limit) until ``until``: one round trip.
+
+        ``rate`` (a lease set's key, a member, a limit and a period) is checked first: one
+        lease per call for the period, refused with ``(-2, the soonest end)`` while
+        ``limit`` are live, and then nothing is written. Else ``(1 | 0 | -1, None)``."""
+        keys = [key, owner_key, hash_key, index_key]
+        rate_args: list[Any] = ["", 0, 0, 0]
+        if rate is not None:
+            rate_key, rate_member, rate_limit, period = rate
+            keys.append(rate_key)
+            rate_args = [rate_member, int(rate_limit), now + period, _ms(period)]
+        args: list[Any] = [member, limit, now, until, _ms(ttl), owner, _ms(hash_ttl), len(also)]
+        args += rate_args + list(also)
+        for f, v in mapping.items():
+            args += [f, _enc(v)]
+
+        def shape(out):
+            return int(out[0]), (float(out[1]) if len(out) > 1 else None)
+
+        return self._script("lease_acquire_create", keys, args, shape)
 
     def lease_extend(self, key: str, member: str, *, until: float, ttl: float) -> bool:
         return self._script("lease_extend", [key], [member, until, _ms(ttl)], bool)

@@ -6,12 +6,10 @@ every request's Redis round trips queue behind each other's. A route of an
 
 * for an ``async def`` action: on the event loop, with DRF's own steps (parsing, content
   negotiation, permissions, exception handling, rendering) around an awaited action. Its
-  state comes through ``core.kv.aget_kv``, so the request never leaves the loop.
-  Permissions and throttles run inline here, so such an action must have none that does I/O;
-* for a plain action listed in ``store_only_actions``: inline when the state lives in local
-  memory (a dict operation), else in a thread of the loop's default pool;
-* for any other plain action (one that sends to the channel layer from sync code): in a
-  thread of that pool, never on the loop its send waits for.
+  services are async, so the request never leaves the loop. Permissions and throttles run
+  inline here, so such an action must have none that does I/O (the create throttle is
+  counted by the create's own store step instead: ``SessionCreateThrottle.client``);
+* for a plain action: in a thread of the loop's default pool (none of the API's is one now).
 
 The response is rendered where the view ran and handed to Django as a plain ``HttpResponse``;
 a DRF ``Response`` would be rendered in one more thread hop.
@@ -23,8 +21,6 @@ from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.http import HttpResponse
 from rest_framework import viewsets
 
-from core.kv import get_kv
-
 
 def _plain(response) -> HttpResponse:
     response.render()
@@ -35,8 +31,6 @@ def _plain(response) -> HttpResponse:
 
 
 class AsyncViewSet(viewsets.ViewSet):
-    store_only_actions: frozenset[str] = frozenset()
-
     @classmethod
     def as_view(cls, actions=None, **initkwargs):
         actions = actions or {}
@@ -44,7 +38,6 @@ class AsyncViewSet(viewsets.ViewSet):
         async_methods = {m for m, a in actions.items() if iscoroutinefunction(getattr(cls, a))}
         if "get" in async_methods and "head" not in actions:
             async_methods.add("head")  # DRF answers HEAD with the GET action
-        inline_methods = {m for m, a in actions.items() if a in cls.store_only_actions}
 
         def rendered(request, *args, **kwargs) -> HttpResponse:
             return _plain(view(request, *args, **kwargs))
@@ -55,8 +48,6 @@ class AsyncViewSet(viewsets.ViewSet):
             method = request.method.lower()
             if method in async_methods:
                 return _plain(await view(request, *args, **kwargs))
-            if method in inline_methods and get_kv().local:
-                return rendered(request, *args, **kwargs)
             return await in_thread(request, *args, **kwargs)
 
         # DRF's attributes (cls, actions, initkwargs, csrf_exempt) for routers and the schema.
