@@ -15,8 +15,11 @@ then says sentences with a pause in the middle and counts the turns that were cu
 """
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
+import subprocess
 import time
 from functools import cache
 
@@ -291,24 +294,37 @@ async def _say(ws, audio: bytes, end_offset: int) -> float:
     return ended_at or time.monotonic()
 
 
-async def _finals(ws, until: float, *, settle: bool = False) -> list[tuple[float, str]]:
-    """(time, text) of each transcript.final until the utterance's response (with ``settle``:
-    every one until ``until``)."""
-    out = []
-    while True:
-        timeout = until - time.monotonic()
-        if timeout <= 0:
-            return out
-        try:
-            event = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        except TimeoutError:
-            return out
-        if event["type"] == "transcript.final":
-            out.append((time.monotonic(), event["text"]))
-        elif (event["type"] == "response" and "utterance_id" in event and out and not settle) or (
-            event.get("code") == "no_speech_recognized" and not settle
-        ):
-            return out
+class _Listener:
+    """Reads the socket all along (events are timed as they arrive, also while sending)."""
+
+    def __init__(self, ws):
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task = asyncio.get_running_loop().create_task(self._read(ws))
+
+    async def _read(self, ws) -> None:
+        with contextlib.suppress(Exception):
+            async for raw in ws:
+                self.queue.put_nowait((time.monotonic(), json.loads(raw)))
+
+    async def finals(self, until: float, *, settle: bool = False) -> list[tuple[float, str]]:
+        """(arrival, text) of each transcript.final until the utterance's response (with
+        ``settle``: every one until ``until``)."""
+        out = []
+        while True:
+            timeout = until - time.monotonic()
+            if timeout <= 0:
+                return out
+            try:
+                at, event = await asyncio.wait_for(self.queue.get(), timeout)
+            except TimeoutError:
+                return out
+            if event["type"] == "transcript.final":
+                out.append((at, event["text"]))
+            elif not settle and (
+                (event["type"] == "response" and "utterance_id" in event and out)
+                or event.get("code") == "no_speech_recognized"
+            ):
+                return out
 
 
 async def _speaker(host: str, clips: list[bytes], turn_detection: dict | None) -> list[float]:
@@ -323,9 +339,10 @@ async def _speaker(host: str, clips: list[bytes], turn_detection: dict | None) -
         if turn_detection is not None:
             await ws.send(json.dumps({"type": "session.update", "turn_detection": turn_detection}))
             await ws.recv()
+        listener = _Listener(ws)
         for clip in clips:
             ended = await _say(ws, clip, speech_end(clip))
-            finals = await _finals(ws, time.monotonic() + 15)
+            finals = await listener.finals(time.monotonic() + 15)
             if finals:
                 latencies.append(finals[0][0] - ended)
     return latencies
@@ -340,10 +357,11 @@ async def _paused(host: str, pieces: list[tuple[str, bytes]]) -> list[dict]:
         f"ws://{host}" + session["websocket_url"].split(host, 1)[1], max_queue=None
     ) as ws:
         await ws.recv()
+        listener = _Listener(ws)
         for label, clip in pieces:
             await _say(ws, clip, speech_end(clip))
             # A cut turn gives two finals: listen until all is quiet.
-            finals = await _finals(ws, time.monotonic() + 4, settle=True)
+            finals = await listener.finals(time.monotonic() + 3, settle=True)
             rows.append({"case": label, "finals": [t for _, t in finals]})
     return rows
 
@@ -359,19 +377,25 @@ def turns(quick: bool, engines: list[str] | None = None) -> dict:
         a = a[: speech_end(a)]
         b = speak(second, voice, lead=pause / 1000)
         paused.append((f"{pause} ms after {first!r}", a + b))
-    names = engines or ["PocketSphinx alone", "two-pass", "Whisper alone"]
+    names = engines or os.environ.get("TURNS_ENGINES", "PocketSphinx alone,two-pass").split(",")
     old = {"type": "server_vad", "silence_duration_ms": 600, "command_end": False}
     results, rows = {}, []
     for name in names:
-        with serve("daphne", RECOGNIZER_ENGINE=ENGINES[name], RECOGNIZER_IDLE_SECONDS="10") as (
-            host,
-            _pid,
-        ):
-            asyncio.run(_speaker(host, clips[:2], None))  # warm the recognizer workers
-            new = asyncio.run(_speaker(host, clips, None))
-            base = asyncio.run(_speaker(host, clips, old)) if name != "Whisper alone" else []
-            cut = asyncio.run(_paused(host, paused)) if name == "PocketSphinx alone" else []
+        server = serve("daphne", RECOGNIZER_ENGINE=ENGINES[name], RECOGNIZER_IDLE_SECONDS="10")
+        try:
+            with server as (host, pid):
+                asyncio.run(_speaker(host, clips[:2], None))  # warm the recognizer workers
+                new = asyncio.run(_speaker(host, clips, None))
+                base = asyncio.run(_speaker(host, clips, old)) if name != "Whisper alone" else []
+                cut = asyncio.run(_paused(host, paused)) if name == "PocketSphinx alone" else []
+        except subprocess.TimeoutExpired:  # the server was slow to stop: stop it
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         results[name] = {"default": new, "old": base, "paused": cut}
+        print(f"{name}: end of speech -> final, defaults p50 {percentile(new, 50) * 1000:.0f} "
+              f"p95 {percentile(new, 95) * 1000:.0f} ms (n={len(new)}); old p50 "
+              f"{percentile(base, 50) * 1000:.0f} p95 {percentile(base, 95) * 1000:.0f} ms",
+              flush=True)  # fmt: skip
         rows.append([name, "defaults (800 ms, command_end)", len(new),
                      percentile(new, 50) * 1000, percentile(new, 95) * 1000])  # fmt: skip
         if base:

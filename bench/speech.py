@@ -19,6 +19,7 @@ Prints tables; saves JSON in bench/results/. Nothing here asserts a time.
 import asyncio
 import itertools
 import json
+import os
 import sys
 import time
 
@@ -199,6 +200,12 @@ async def capacity(host: str, quick: bool) -> dict:
     clips = [_push_to_talk(synthesize(p, voice="en-us", speed=150)) for p in LATENCY_PHRASES]
     levels = [1, 4, 8, 16] if quick else [1, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48]
     rows, best = [], 0
+    # Warm every recognizer slot first (a slot's decoder loads on its first utterance).
+    pool = int(os.environ.get("RECOGNIZER_POOL_SIZE") or 4 * (os.cpu_count() or 2))
+    for _ in range(2):  # a decoder takes seconds to load; the first round may time out
+        await asyncio.gather(
+            *[_talker(host, clips[:1], 1, []) for _ in range(pool)], return_exceptions=True
+        )
     for n in levels:
         latencies: list[float] = []
         await asyncio.gather(
