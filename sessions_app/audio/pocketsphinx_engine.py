@@ -108,12 +108,15 @@ class PocketSphinxEngine:
             "lw": float(os.environ.get("POCKETSPHINX_LW", "10")),
             "loglevel": "FATAL",
         }
-        # The flat-lexicon pass at the end of each utterance is a second decode of it: off by
-        # default (as accurate on the commands, and the final comes ~30x sooner; the bench).
-        if os.environ.get("POCKETSPHINX_FWDFLAT", "0") not in ("0", "false", ""):
-            self._options["fwdflat"] = True
-        else:
-            self._options["fwdflat"] = False
+        # The flat-lexicon pass at the end of each utterance: on by default. Without it the
+        # bench's 16 kHz commands came out as well and the final came sooner, but phone audio
+        # (8 kHz mu-law, upsampled) lost most of its words ("remind me to buy milk tomorrow"
+        # heard as "remind"): tests/test_twilio.py. POCKETSPHINX_FWDFLAT=0 turns it off.
+        self._options["fwdflat"] = os.environ.get("POCKETSPHINX_FWDFLAT", "1") not in (
+            "0",
+            "false",
+            "",
+        )
 
     def recognizer(self) -> PocketSphinxRecognizer:
         return PocketSphinxRecognizer(self._options)
