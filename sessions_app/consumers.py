@@ -217,7 +217,7 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
         socket stays open; only the state store or the channel layer failing goes on to
         :meth:`__call__` (1011). The ``try`` costs nothing on the audio path until it raises.
         """
-        if self.session_id is None or self.closing:
+        if not self._accepts_frames():
             return
         self.last_activity = time.monotonic()
         try:
@@ -225,7 +225,7 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
                 if len(bytes_data) > settings.MAX_FRAME_BYTES:
                     await self._close(4413, "frame too large")
                     return
-                await self.runtime.audio(bytes_data)
+                await self._binary(bytes_data)
                 return
             if text_data is not None:
                 await self._message(text_data)
@@ -235,8 +235,34 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
             log_failure("socket_frame_failed", self.session_id, exc)
             await self._error("message_failed", "The server could not handle that message")
 
+    # What a dialect changes (the Twilio and Realtime adapters subclass this consumer): -------
+    KIND_FIELD = "type"  # the field that names a text message's kind
+    RATE_FREE_KIND = "audio"  # audio has its own limit, in bytes (the runtime's), not this one
+    UNKNOWN_KIND = ("unknown_type", "Unknown or missing message type")
+
+    def _accepts_frames(self) -> bool:
+        """Whether frames are read now: here once the socket is attached to its session."""
+        return self.session_id is not None and not self.closing
+
+    async def _binary(self, data: bytes) -> None:
+        """A binary frame (already checked against ``MAX_FRAME_BYTES``): here, audio."""
+        await self.runtime.audio(data)
+
+    def _noted(self, message) -> None:
+        """Sees every parsed text message before its rate check (None when not JSON)."""
+
+    async def _handler_for(self, message, kind):
+        """The message's handler, or None once the client has been told what is wrong."""
+        if message is None:
+            await self._error("bad_json", "Frame is not valid JSON")
+            return None
+        handler = self.MESSAGE_HANDLERS.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            await self._error(*self.UNKNOWN_KIND)
+        return handler
+
     async def _message(self, text_data: str) -> None:
-        """A text frame: rate check, JSON, then its handler."""
+        """A text frame: size, JSON, the message rate (not for audio), then its handler."""
         if utf8_size_over(text_data, settings.MAX_FRAME_BYTES):
             await self._close(4413, "frame too large")
             return
@@ -244,18 +270,12 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
             message = decode_json(text_data)
         except (ValueError, RecursionError):  # nesting too deep for the parser is not JSON
             message = None
-            kind = None
-        else:
-            kind = message.get("type") if isinstance(message, dict) else None
-        # Audio has its own limit, in bytes (``_audio``); everything else counts here.
-        if kind != "audio" and not await self._message_allowed():
+        kind = message.get(self.KIND_FIELD) if isinstance(message, dict) else None
+        self._noted(message)
+        if kind != self.RATE_FREE_KIND and not await self._message_allowed():
             return
-        if message is None:
-            await self._error("bad_json", "Frame is not valid JSON")
-            return
-        handler = self.MESSAGE_HANDLERS.get(kind) if isinstance(kind, str) else None
+        handler = await self._handler_for(message, kind)
         if handler is None:
-            await self._error("unknown_type", "Unknown or missing message type")
             return
         self.erred = False
         await handler(self, message)

@@ -31,7 +31,6 @@ import binascii
 import contextlib
 import json
 import re
-import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from core.kv import KVUnavailable
 from sessions_app import services
 from sessions_app.audio.turns import DEFAULT_PREFIX_MS
 from sessions_app.consumers import VoiceConsumer
-from sessions_app.protocol import CLOSE_NAMES, decode_json, utf8_size_over
+from sessions_app.protocol import CLOSE_NAMES
 from sessions_app.runtime import TranscriptionError, TurnDetectionError, short
 
 logger = structlog.get_logger(__name__)
@@ -426,52 +425,36 @@ class RealtimeConsumer(VoiceConsumer):
             }
 
     # frames from the client ---------------------------------------------------------------------
-    async def receive(self, text_data=None, bytes_data=None):
-        if self.session_id is None or self.closing:
-            return
-        if bytes_data is not None:
-            self.last_activity = time.monotonic()
-            if await self._message_allowed():
-                await self._error(
-                    "binary_not_supported",
-                    "Send audio as input_audio_buffer.append events (base64 in a text frame)",
-                )
-            return
-        await super().receive(text_data=text_data)
+    # OpenAI's events are JSON text named by "type"; audio comes in appends, never binary.
+    RATE_FREE_KIND = "input_audio_buffer.append"
 
-    async def _message(self, text_data: str) -> None:
-        """A client event: size, JSON, rate, then its handler."""
-        if utf8_size_over(text_data, settings.MAX_FRAME_BYTES):
-            await self._close(4413, "frame too large")
-            return
-        self.client_event_id = None
-        try:
-            message = decode_json(text_data)
-        except (ValueError, RecursionError):
-            message = None
-        kind = message.get("type") if isinstance(message, dict) else None
-        if isinstance(message, dict) and isinstance(message.get("event_id"), str):
-            self.client_event_id = message["event_id"][:256]
-        if kind != "input_audio_buffer.append" and not await self._message_allowed():
-            return
+    async def _binary(self, data: bytes) -> None:
+        if await self._message_allowed():
+            await self._error(
+                "binary_not_supported",
+                "Send audio as input_audio_buffer.append events (base64 in a text frame)",
+            )
+
+    def _noted(self, message) -> None:
+        """The client's ``event_id``, which OpenAI's errors quote back."""
+        event_id = message.get("event_id") if isinstance(message, dict) else None
+        self.client_event_id = event_id[:256] if isinstance(event_id, str) else None
+
+    async def _handler_for(self, message, kind):
         if message is None:
             await self._error("invalid_json", "The event is not valid JSON")
-            return
+            return None
         if not isinstance(message, dict):
             await self._error("invalid_type", "An event must be a JSON object", param=None)
-            return
-        handler = self.EVENT_HANDLERS.get(kind) if isinstance(kind, str) else None
+            return None
+        handler = self.MESSAGE_HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is None:
             await self._error(
                 "invalid_value",
-                f"Unsupported event type: this server speaks {', '.join(self.EVENT_HANDLERS)}",
+                f"Unsupported event type: this server speaks {', '.join(self.MESSAGE_HANDLERS)}",
                 param="type",
             )
-            return
-        self.erred = False
-        await handler(self, message)
-        if not self.erred:
-            self.errors_in_row = 0
+        return handler
 
     async def on_session_update(self, message: dict) -> None:
         """``session.update`` (GA or beta shape) and ``transcription_session.update``."""
@@ -585,7 +568,7 @@ class RealtimeConsumer(VoiceConsumer):
                 self.cleared.add(dropped)
         await self._own({"type": "input_audio_buffer.cleared"})
 
-    EVENT_HANDLERS = {
+    MESSAGE_HANDLERS = {
         "session.update": on_session_update,
         "transcription_session.update": on_session_update,
         "input_audio_buffer.append": on_append,

@@ -49,13 +49,10 @@ from sessions_app.audio import synthesis
 from sessions_app.audio.speaker import OutputAudio
 from sessions_app.consumers import VoiceConsumer
 from sessions_app.protocol import (
-    UNAVAILABLE,
     RateLimiter,
     close_event,
-    decode_json,
-    utf8_size_over,
 )
-from sessions_app.runtime import ConversationRuntime, log_failure, short
+from sessions_app.runtime import ConversationRuntime, short
 from sessions_app.telephony import MEDIA_FORMAT
 from sessions_app.tokens import token_session
 
@@ -150,54 +147,24 @@ class TwilioConsumer(VoiceConsumer):
                 logger.warning("twilio_session_close_failed", error_type=type(exc).__name__)
 
     # frames from Twilio ------------------------------------------------------------------------
-    async def receive(self, text_data=None, bytes_data=None):
-        """A frame: Twilio's messages are JSON text; binary frames are not in its protocol."""
-        if self.closing:
-            return
-        self.last_activity = time.monotonic()
-        try:
-            if bytes_data is not None:
-                if len(bytes_data) > settings.MAX_FRAME_BYTES:
-                    await self._close(4413, "frame too large")
-                elif await self._message_allowed():
-                    await self._error("bad_message", "Binary frames are not Twilio messages")
-                return
-            if text_data is not None:
-                await self._message(text_data)
-        except UNAVAILABLE:
-            raise
-        except Exception as exc:
-            log_failure("socket_frame_failed", self.session_id, exc)
-            await self._error("message_failed", "The server could not handle that message")
+    # Twilio's messages are JSON text named by "event"; frames are read before "start" too.
+    KIND_FIELD = "event"
+    RATE_FREE_KIND = "media"
+    UNKNOWN_KIND = ("unknown_type", "Unknown or missing message event")
 
-    async def _message(self, text_data: str) -> None:
-        """A text frame: size, JSON, the message rate (``media`` has the audio rate), handler."""
-        if utf8_size_over(text_data, settings.MAX_FRAME_BYTES):
-            await self._close(4413, "frame too large")
-            return
-        try:
-            message = decode_json(text_data)
-        except (ValueError, RecursionError):
-            message = None
-            kind = None
-        else:
-            kind = message.get("event") if isinstance(message, dict) else None
-        if kind != "media" and not await self._message_allowed():
-            return
-        if message is None:
-            await self._error("bad_json", "Frame is not valid JSON")
-            return
-        handler = self.EVENT_HANDLERS.get(kind) if isinstance(kind, str) else None
-        if handler is None:
-            await self._error("unknown_type", "Unknown or missing message event")
-            return
-        if self.session_id is None and kind not in ("connected", "start"):
+    def _accepts_frames(self) -> bool:
+        return not self.closing
+
+    async def _binary(self, data: bytes) -> None:
+        if await self._message_allowed():
+            await self._error("bad_message", "Binary frames are not Twilio messages")
+
+    async def _handler_for(self, message, kind):
+        handler = await super()._handler_for(message, kind)
+        if handler is not None and self.session_id is None and kind not in ("connected", "start"):
             await self._error("bad_message", "No stream has started: send start first")
-            return
-        self.erred = False
-        await handler(self, message)
-        if not self.erred:
-            self.errors_in_row = 0
+            return None
+        return handler
 
     async def on_connected(self, message: dict) -> None:
         """Twilio's greeting (``protocol`` "Call", ``version``): nothing to answer."""
@@ -263,7 +230,7 @@ class TwilioConsumer(VoiceConsumer):
         if not await services.session_aclose(session_id=self.session_id, reason="client"):
             await self._close(1000, "stream stopped")
 
-    EVENT_HANDLERS = {
+    MESSAGE_HANDLERS = {
         "connected": on_connected,
         "start": on_start,
         "media": on_media,
