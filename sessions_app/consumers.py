@@ -116,11 +116,7 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
         session_id = parse_uuid((query.get("session_id") or [""])[0])
         token = (query.get("token") or [""])[0]
-        self.groups = []
-        self.closing = False
-        self.replaced = False
-        self.tick_task = None
-        self.output_transport = None
+        self._open_state()
         if session_id is None:
             await self._refuse(4404, "session not found")
             return
@@ -134,16 +130,13 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
             return
         await self._attach(session_id, record)
 
-    async def _attach(self, session_id: str, record: dict) -> None:
-        """The session is this socket's: its runtime, its group, accept, the greeting, the
-        tick. (Other dialects' adapters authenticate their own way, then call this.)"""
-        self.session_id = session_id
-        metrics.SOCKETS_OPEN.inc()  # disconnect() takes it back off whenever session_id is set
-        self.conn_gen = int(record["conn_gen"])
-        self.runtime = ConversationRuntime(
-            record=record, send_own=self._send_own, error=self._error, close=self._close
-        )
-        self.group = services.group_name(session_id)
+    def _open_state(self) -> None:
+        """What a socket of any dialect starts with, before it is attached to a session."""
+        self.groups = []
+        self.closing = False
+        self.replaced = False
+        self.tick_task = None
+        self.output_transport = None
         self.errors_in_row = 0
         self.erred = False
         self.refused_in_row = 0
@@ -154,13 +147,32 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
         )
         self.replayed_upto = 0
         self.last_activity = time.monotonic()
+
+    async def _attach(self, session_id: str, record: dict) -> None:
+        """The session is this socket's: its runtime, its group, accept, the greeting, the
+        tick. (Other dialects' adapters authenticate their own way, then call this.)"""
+        self.session_id = session_id
+        metrics.SOCKETS_OPEN.inc()  # disconnect() takes it back off whenever session_id is set
+        self.conn_gen = int(record["conn_gen"])
+        self.runtime = ConversationRuntime(
+            record=record, send_own=self._send_own, error=self._error, close=self._close
+        )
+        self.group = services.group_name(session_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.groups = [self.group]
-        await self.accept()
+        await self._attached()
         await services.session_announce_takeover(session_id=session_id, conn_gen=self.conn_gen)
-        await self._send_ready()
+        await self._greet()
         await self.runtime.watch_tasks()
         self.tick_task = asyncio.get_running_loop().create_task(self._tick_loop())
+
+    async def _attached(self) -> None:
+        """The runtime and the group are set up: here, accept the handshake."""
+        await self.accept()
+
+    async def _greet(self) -> None:
+        """The session is taken over: here, ``session.ready``."""
+        await self._send_ready()
 
     async def _refuse(self, code: int, reason: str) -> None:
         """Accept, say why (seq 0: no session is attached), close with the code."""

@@ -323,10 +323,7 @@ class RealtimeConsumer(VoiceConsumer):
     async def connect(self):
         """The bearer key is the session token; it names the session. Refused at the
         handshake (401, 404, 503 in OpenAI's error shape) when it does not do."""
-        self.groups = []
-        self.closing = False
-        self.replaced = False
-        self.tick_task = None
+        self._open_state()
         self.subprotocol = None
         headers = dict(self.scope.get("headers") or ())
         offered = list(self.scope.get("subprotocols") or ())

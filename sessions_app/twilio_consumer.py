@@ -37,7 +37,6 @@ import asyncio
 import base64
 import binascii
 import json
-import time
 
 import structlog
 from django.conf import settings
@@ -49,10 +48,9 @@ from sessions_app.audio import synthesis
 from sessions_app.audio.speaker import OutputAudio
 from sessions_app.consumers import VoiceConsumer
 from sessions_app.protocol import (
-    RateLimiter,
     close_event,
 )
-from sessions_app.runtime import ConversationRuntime, short
+from sessions_app.runtime import short
 from sessions_app.telephony import MEDIA_FORMAT
 from sessions_app.tokens import token_session
 
@@ -67,22 +65,9 @@ class TwilioConsumer(VoiceConsumer):
 
     # connect: accept, then wait for ``start`` --------------------------------------------------
     async def connect(self):
-        self.groups = []
-        self.closing = False
-        self.replaced = False
-        self.tick_task = None
+        self._open_state()
         self.stream_sid = None
         self.marks_played = 0
-        self.errors_in_row = 0
-        self.erred = False
-        self.refused_in_row = 0
-        self.messages = RateLimiter(
-            bytes_per_second=1,
-            factor=settings.SOCKET_MESSAGE_RATE,
-            burst_seconds=settings.SOCKET_MESSAGE_BURST / (settings.SOCKET_MESSAGE_RATE or 1),
-        )
-        self.replayed_upto = 0
-        self.last_activity = time.monotonic()
         await self.accept()
         self.start_timer = asyncio.get_running_loop().create_task(self._start_deadline())
 
@@ -91,12 +76,9 @@ class TwilioConsumer(VoiceConsumer):
         if self.session_id is None and not self.closing:
             await self._close(4401, "no start with a token")
 
-    async def _attach(self, *, token: str, stream_sid: str) -> None:
-        """The ``start``'s token: claim it, take the session over, start the timers.
-
-        The same steps as ``VoiceConsumer.connect`` after its token check, with the
-        session's audio set to Twilio's format.
-        """
+    async def _start_call(self, *, token: str, stream_sid: str) -> None:
+        """The ``start``'s token: claim it, then take the session over as
+        ``VoiceConsumer.connect`` does, with the session's audio in Twilio's format."""
         session_id = token_session(token)
         if session_id is None:
             await self._close(4401, "token forged or expired")
@@ -111,13 +93,12 @@ class TwilioConsumer(VoiceConsumer):
             return
         if self.start_timer is not None:
             self.start_timer.cancel()
-        self.session_id = session_id
         self.stream_sid = stream_sid
-        metrics.SOCKETS_OPEN.inc()  # disconnect() takes it back off whenever session_id is set
-        self.conn_gen = int(record["conn_gen"])
-        self.runtime = ConversationRuntime(
-            record=record, send_own=self._send_own, error=self._error, close=self._close
-        )
+        await self._attach(session_id, record)
+        logger.info("twilio_stream_started", session_id=short(session_id))
+
+    async def _attached(self) -> None:
+        """Already accepted (before ``start``): Twilio's audio, and a voice by default."""
         self.runtime.configure_audio("mulaw", 8000)
         voices = synthesis.voices()
         if voices:  # spoken replies are on by default on a phone line (CONTRACT 2c)
@@ -125,13 +106,9 @@ class TwilioConsumer(VoiceConsumer):
                 OutputAudio(encoding="mulaw", sample_rate=8000, voice=voices[0]),
                 TwilioAudioOut(self),
             )
-        self.group = services.group_name(session_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        self.groups = [self.group]
-        await services.session_announce_takeover(session_id=session_id, conn_gen=self.conn_gen)
-        await self.runtime.watch_tasks()
-        self.tick_task = asyncio.get_running_loop().create_task(self._tick_loop())
-        logger.info("twilio_stream_started", session_id=short(session_id))
+
+    async def _greet(self) -> None:
+        """Twilio has no greeting message."""
 
     # disconnect: the call is over ----------------------------------------------------------------
     async def disconnect(self, code):
@@ -190,7 +167,7 @@ class TwilioConsumer(VoiceConsumer):
         if not isinstance(token, str) or not token:
             await self._close(4401, "token missing")
             return
-        await self._attach(token=token, stream_sid=stream_sid)
+        await self._start_call(token=token, stream_sid=stream_sid)
 
     async def on_media(self, message: dict) -> None:
         media = message.get("media")
