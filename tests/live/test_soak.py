@@ -39,8 +39,19 @@ def _fds(pid: int) -> int:
 
 
 def _session_keys(client) -> list[bytes]:
-    """Every key of the service but the workers' heartbeat index (there while a worker runs)."""
-    return [k for k in client.scan_iter(f"{PREFIX}:*", count=1000) if not k.endswith(b":workers")]
+    """Every key of the service but the workers' heartbeat index (there while a worker runs)
+    and the create-rate counters of clients (one per client, not per session; they expire
+    with their period, checked below)."""
+    return [
+        k
+        for k in client.scan_iter(f"{PREFIX}:*", count=1000)
+        if not k.endswith(b":workers") and b":rate:create:" not in k
+    ]
+
+
+def _rate_keys_expire_within_their_period(client, period_s: int) -> bool:
+    keys = list(client.scan_iter(f"{PREFIX}:*:rate:create:*", count=1000))
+    return all(0 < client.ttl(k) <= period_s for k in keys)
 
 
 async def _one_session(srv, n: int) -> None:
@@ -90,4 +101,5 @@ async def test_sockets_opened_and_closed_for_minutes_leave_nothing_behind(tmp_pa
         clients = int(client.info("clients")["connected_clients"])
         assert clients <= base_clients + 16, (base_clients, clients, n)
         assert _session_keys(client) == []
+        assert _rate_keys_expire_within_their_period(client, 60)  # SESSION_CREATE_RATE's /min
         assert rss_end - rss_third <= 15, (rss_third, rss_end, n)
