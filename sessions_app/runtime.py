@@ -119,6 +119,7 @@ class ConversationRuntime:
         self.current: _Reply | None = None
         self.player: asyncio.Task | None = None
         self.configure_audio("pcm_s16le", 16000)
+        self.pipeline.warm()  # the recognizer workers start loading while the client sets up
 
     # what the connection is ------------------------------------------------------------------
     def describe(self) -> dict:

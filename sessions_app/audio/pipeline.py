@@ -90,6 +90,10 @@ class AudioPipeline:
         self.language = settings.RECOGNIZER_LANGUAGE
         self.hints: tuple[str, ...] = ()
 
+    def warm(self) -> None:
+        """Start the recognizer workers now, so the first utterance meets no cold start."""
+        get_pool().warm()
+
     def capabilities(self) -> Capabilities:
         """What the recognizer engine supports (languages, streaming, sample rates)."""
         return get_pool().capabilities

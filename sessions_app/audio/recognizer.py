@@ -139,7 +139,7 @@ async def _call(method, *args, **kwargs):
     return result
 
 
-def _serve(conn, engine_path: str) -> None:
+def _serve(conn, engine_path: str, first_slot: int | None = None) -> None:
     """A recognizer worker: one engine, recognizers by slot, each slot's requests in order."""
     # Nothing a worker loads may come from the network (models ship in packages).
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -150,10 +150,13 @@ def _serve(conn, engine_path: str) -> None:
 
         django.setup()
     engine = import_string(engine_path)()
-    asyncio.run(_serve_slots(conn, engine))
+    # The slot the pool hands out first gets its recognizer now, at start, so that the first
+    # utterance does not also wait for a decoder to load (seconds for PocketSphinx's).
+    ready = {} if first_slot is None else {first_slot: engine.recognizer()}
+    asyncio.run(_serve_slots(conn, engine, ready))
 
 
-async def _serve_slots(conn, engine) -> None:
+async def _serve_slots(conn, engine, ready: dict | None = None) -> None:
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue = asyncio.Queue()
 
@@ -171,8 +174,10 @@ async def _serve_slots(conn, engine) -> None:
     queues: dict[int, asyncio.Queue] = {}
     tasks: set[asyncio.Task] = set()
 
+    ready = ready or {}
+
     async def run_slot(slot: int, queue: asyncio.Queue) -> None:
-        recognizer = engine.recognizer()
+        recognizer = ready.pop(slot, None) or engine.recognizer()
         context: dict = {}
         while True:
             request_id, op, arg = await queue.get()
@@ -213,7 +218,7 @@ class _Worker:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(
-            target=_serve, args=(child, engine_path), daemon=True, name="recognizer"
+            target=_serve, args=(child, engine_path, slots - 1), daemon=True, name="recognizer"
         )
         self.process.start()
         child.close()
@@ -345,6 +350,11 @@ class RecognizerPool:
             while len([w for w in self._workers if w.alive]) < self.processes:
                 slots = self.size // self.processes
                 self._workers.append(_Worker(self.engine_path, slots))
+
+    def warm(self) -> None:
+        """Start the worker processes now (each loads its engine and its first recognizer),
+        so that a connection's first utterance does not wait for a cold start."""
+        self._ensure_workers()
 
     def _take(self) -> Recognizer | None:
         with self._lock:

@@ -88,6 +88,11 @@ def served(tmp_path_factory):
     env = {"SECRET_KEY": None, "ALLOWED_HOSTS": None, "DEBUG": "1", "LOG_LEVEL": None}
     assert "SECRET_KEY" not in base_env(**env)
     with serve(tmp, "serve", "uvicorn", **env) as srv:
+        # The README shows a warm server's output, and says that a cold one's first utterance
+        # comes without partials while the recognizer loads: one utterance warms it.
+        warm = ".venv/bin/python manage.py voice_client tests/fixtures/audio/confirm.wav"
+        warm += f" --url http://127.0.0.1:{srv.port}"
+        assert _run(warm, timeout=120).returncode == 0
         yield srv
 
 

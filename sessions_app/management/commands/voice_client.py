@@ -58,7 +58,13 @@ class Command(BaseCommand):
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="the service")
         parser.add_argument("--namespace", default="voice-client")
         parser.add_argument("--fast", action="store_true", help="stream at twice real time")
-        parser.add_argument("--wait", type=float, default=3.0, help="seconds to wait for events")
+        parser.add_argument(
+            "--wait",
+            type=float,
+            default=30.0,
+            help="at most this many seconds for the replies (a cold server's first recognition"
+            " takes a few seconds)",
+        )
 
     def handle(self, *args, **options):
         if not options["wav"] and not options["text"]:
@@ -71,28 +77,41 @@ class Command(BaseCommand):
     async def _run(self, options):
         session = await asyncio.to_thread(self._create, options["url"], options["namespace"])
         self.stdout.write(f"session {session['id']} ({session['status']})")
+        self.speaking, self.open_turns = False, 0
         async with websockets.connect(session["websocket_url"], max_size=2**20) as ws:
             reader = asyncio.create_task(self._read(ws))
             if options["wav"]:
                 pcm, rate = read_wav(options["wav"])
                 await self._stream(ws, pcm, rate, fast=options["fast"])
             for text in options["text"]:
+                self.open_turns += 1
                 await ws.send(json.dumps({"type": "text", "text": text}))
                 await asyncio.sleep(0.5)
-            await asyncio.sleep(options["wait"])
+            try:
+                await asyncio.wait_for(self._answered(), options["wait"])
+            except TimeoutError:
+                self.stdout.write(f"no reply within {options['wait']:g} s")
             await ws.send(json.dumps({"type": "session.close"}))
             try:
                 await asyncio.wait_for(reader, 5)
             except TimeoutError:
                 reader.cancel()
 
+    async def _answered(self) -> None:
+        """Until every turn (an utterance heard, a text sent) has its reply or error."""
+        await asyncio.sleep(0.5)
+        while self.speaking or self.open_turns > 0:
+            await asyncio.sleep(0.1)
+
     async def _read(self, ws):
-        self.speaking = False
         try:
             async for raw in ws:
                 event = json.loads(raw)
                 if event["type"] in ("speech.started", "speech.stopped"):
                     self.speaking = event["type"] == "speech.started"
+                    self.open_turns += event["type"] == "speech.stopped"
+                elif event["type"] in ("response", "error"):
+                    self.open_turns = max(0, self.open_turns - 1)
                 self._print(event)
         except websockets.ConnectionClosed as closed:
             self.stdout.write(f"closed {closed.rcvd.code if closed.rcvd else '?'}")
