@@ -19,7 +19,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
 from sessions_app.realtime_openai import ALAW_TO_PCM, delta_for, stable_text
-from tests.conftest import adelete, aget, create_session, hold
+from tests.conftest import adelete, aget, create_session, hold, receive_until
 from voiceproject.asgi import application
 
 pytestmark = pytest.mark.django_db(databases=[])
@@ -69,14 +69,7 @@ async def append(comm, audio: bytes, chunk: int = 4800) -> None:
 async def until(comm, event_type: str, timeout: float = 60) -> list[dict]:
     """Events up to the first of ``event_type`` (the first utterance of a test process waits
     for the recognizer pool to start: the timeout is generous)."""
-    seen = []
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        event = await comm.receive_json_from(timeout=max(0.01, deadline - loop.time()))
-        seen.append(event)
-        if event["type"] == event_type:
-            return seen
+    return await receive_until(comm, event_type, timeout)
 
 
 def assert_openai_error(event: dict, code: str, param=None) -> None:
