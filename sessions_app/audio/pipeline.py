@@ -221,6 +221,8 @@ class AudioPipeline:
         idle = settings.RECOGNIZER_IDLE_SECONDS or None
         failure = ""
         try:
+            # The engine may decode a narrowband line differently (PocketSphinx does).
+            self.recognizer_context["source_rate"] = self.sample_rate
             await recognizer.start(
                 self.recognizer_context, language=self.language, hints=self.hints
             )

@@ -1,14 +1,15 @@
 """The embedded recognizer: PocketSphinx with the en-US acoustic model its PyPI package ships.
 
 It decodes with ``commands.lm``, a small trigram model of the command domain (see
-``commands_corpus``), and the package's own pronunciation dictionary. Nothing is downloaded.
+``commands_corpus``), and ``commands.dict``, the package dictionary's pronunciations of that
+model's words. Nothing is downloaded.
 """
 
 import os
 
 from pocketsphinx import Decoder
 
-from sessions_app.audio.commands_corpus import LM_PATH
+from sessions_app.audio.commands_corpus import DICT_PATH, LM_PATH
 from sessions_app.audio.recognizer import Capabilities, Hypothesis, Word
 
 # The cepstral mean a session's live decoding starts from: what live CMN converges to on clean
@@ -22,6 +23,16 @@ DEFAULT_CMN = os.environ.get(
 
 FRAME_SECONDS = 0.01  # PocketSphinx's frame rate: 100 a second
 FILLERS = ("<s>", "</s>", "<sil>", "[NOISE]", "<unk>")
+
+
+def _flat_pass() -> str:
+    """When PocketSphinx's flat-lexicon pass runs at the end of an utterance
+    (``POCKETSPHINX_FWDFLAT``): "auto" (default: on narrowband lines only), "1" always, "0"
+    never."""
+    value = os.environ.get("POCKETSPHINX_FWDFLAT", "auto").lower()
+    if value in ("1", "true", "on"):
+        return "1"
+    return "0" if value in ("0", "false", "off", "") else "auto"
 
 
 def _second_pass() -> str:
@@ -42,19 +53,35 @@ class PocketSphinxRecognizer:
     "always", "never") chooses; ``bench/speech.py`` measures what the second pass buys and costs.
     """
 
-    def __init__(self, options: dict):
-        self._decoder = Decoder(**options)
+    def __init__(self, options: dict, flat: str = "auto"):
+        # One decoder per kind of line it has met: without the flat-lexicon pass (wideband)
+        # and with it (narrowband, or always/never by POCKETSPHINX_FWDFLAT); the second is
+        # made at the first utterance that needs it (~15 ms).
+        self._options, self._flat = options, flat
+        self._decoders: dict[bool, Decoder] = {}
+        self._decoder = self._decoder_for(narrowband=False)
         self._in_utt = False
         self._context: dict = {}
         self._mode = _second_pass()
         self._second_pass = False
         self._audio = bytearray()
 
+    def _decoder_for(self, *, narrowband: bool) -> Decoder:
+        flat = narrowband if self._flat == "auto" else self._flat == "1"
+        if flat not in self._decoders:
+            self._decoders[flat] = Decoder(**self._options, fwdflat=flat)
+        return self._decoders[flat]
+
     def start(self, context: dict, *, language: str = "en-US", hints: tuple = ()) -> None:
         # The command LM is fixed: phrase hints do not change it (see docs/speech.md).
         if self._in_utt:
             self._decoder.end_utt()
         self._context = context
+        # The pipeline puts the rate the client sends in the context: a phone line's 8 kHz,
+        # upsampled, needs the flat-lexicon pass (without it "remind me to buy milk tomorrow"
+        # was heard as "remind", tests/test_twilio.py); on 16 kHz and wider audio it bought
+        # nothing and cost most of the final's time (bench/heldout.py).
+        self._decoder = self._decoder_for(narrowband=context.get("source_rate", 16000) <= 8000)
         self._audio = bytearray()
         mode = self._mode
         self._second_pass = mode == "always" or (mode == "first" and "cmn" not in context)
@@ -101,22 +128,23 @@ class PocketSphinxEngine:
     )
 
     def __init__(self):
-        # The package's default en-US acoustic model and dictionary, our command LM.
+        # The package's default en-US acoustic model; our command LM and its words'
+        # pronunciations (a decoder loads in ~15 ms with them, 1.5-5 s with the package's
+        # whole dictionary). Another model (POCKETSPHINX_LM) gets the whole dictionary unless
+        # POCKETSPHINX_DICT names one.
+        lm = os.environ.get("POCKETSPHINX_LM") or str(LM_PATH)
+        dictionary = os.environ.get("POCKETSPHINX_DICT") or (
+            str(DICT_PATH) if lm == str(LM_PATH) else None
+        )
         self._options = {
             "samprate": 16000,
-            "lm": os.environ.get("POCKETSPHINX_LM", str(LM_PATH)),
+            "lm": lm,
             "lw": float(os.environ.get("POCKETSPHINX_LW", "10")),
             "loglevel": "FATAL",
         }
-        # The flat-lexicon pass at the end of each utterance: on by default. Without it the
-        # bench's 16 kHz commands came out as well and the final came sooner, but phone audio
-        # (8 kHz mu-law, upsampled) lost most of its words ("remind me to buy milk tomorrow"
-        # heard as "remind"): tests/test_twilio.py. POCKETSPHINX_FWDFLAT=0 turns it off.
-        self._options["fwdflat"] = os.environ.get("POCKETSPHINX_FWDFLAT", "1") not in (
-            "0",
-            "false",
-            "",
-        )
+        if dictionary:
+            self._options["dict"] = dictionary
+        self._flat = _flat_pass()
 
     def recognizer(self) -> PocketSphinxRecognizer:
-        return PocketSphinxRecognizer(self._options)
+        return PocketSphinxRecognizer(self._options, self._flat)
