@@ -118,10 +118,11 @@ REMINDER_HORIZON_DAYS = _env_float("REMINDER_HORIZON_DAYS", 366)
 RECOGNIZER_ENGINE = os.environ.get(
     "RECOGNIZER_ENGINE", "sessions_app.audio.pocketsphinx_engine.PocketSphinxEngine"
 )
-# Recognizers per web process (each holds one utterance in progress, ~42 MB with the embedded
+# Recognizers per web process (each holds one utterance in progress, ~7 MB with the embedded
 # engine), spread over RECOGNIZER_PROCESSES worker processes that decode them: an utterance
-# holds a recognizer for its whole duration but needs CPU only for each 200 ms batch.
-RECOGNIZER_POOL_SIZE = _env_int("RECOGNIZER_POOL_SIZE", 4 * (os.cpu_count() or 2))
+# holds a recognizer for its whole duration but needs CPU only for each 200 ms batch, so a
+# core serves many more utterances than one (bench.speech capacity).
+RECOGNIZER_POOL_SIZE = _env_int("RECOGNIZER_POOL_SIZE", 16 * (os.cpu_count() or 2))
 RECOGNIZER_PROCESSES = _env_int("RECOGNIZER_PROCESSES", os.cpu_count() or 2)
 # An utterance waits at most this long for a free recognizer (then error recognizer_busy),
 # and one that gets no audio for RECOGNIZER_IDLE_SECONDS is ended, its recognizer freed.

@@ -150,13 +150,44 @@ def _serve(conn, engine_path: str, first_slot: int | None = None) -> None:
 
         django.setup()
     engine = import_string(engine_path)()
-    # The slot the pool hands out first gets its recognizer now, at start, so that the first
-    # utterance does not also wait for a decoder to load (seconds for PocketSphinx's).
+    # The slot the pool hands out first gets its recognizer now, before the worker answers,
+    # so that the first utterance does not also wait for one to load; the others load in the
+    # background once it serves (``_serve_slots``).
     ready = {} if first_slot is None else {first_slot: engine.recognizer()}
-    asyncio.run(_serve_slots(conn, engine, ready))
+    asyncio.run(_serve_slots(conn, engine, ready, preload=first_slot))
 
 
-async def _serve_slots(conn, engine, ready: dict | None = None) -> None:
+class _Slot:
+    """One pool slot in a worker: its recognizer, and the context of the utterance it holds."""
+
+    def __init__(self, recognizer):
+        self.recognizer = recognizer
+        self.context: dict = {}
+
+    async def run(self, op: str, arg):
+        recognizer = self.recognizer
+        if op == "start":
+            self.context = dict(arg["context"])
+            return await _call(
+                recognizer.start, self.context, language=arg["language"], hints=arg["hints"]
+            )
+        if op == "feed":
+            return as_hypothesis(await _call(recognizer.feed, arg))
+        final = as_hypothesis(await _call(recognizer.finish)) or Hypothesis("")
+        result, self.context = (final, self.context), {}
+        return result
+
+
+async def _serve_slots(conn, engine, ready: dict | None = None, preload: int | None = None) -> None:
+    """Serve slots' requests, each slot's in order.
+
+    A CPU-bound engine (plain methods) decodes one request at a time, and an utterance that
+    has ended goes first: its last audio and its final before other utterances' audio, so the
+    final of a turn that just ended does not wait behind every other speaker's next batch. An
+    I/O-bound engine (coroutines) runs its slots at the same time. With ``preload``, the
+    recognizers of slots ``preload``-1 down to 0 (the order the pool hands them out) load
+    between requests, one at a time.
+    """
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue = asyncio.Queue()
 
@@ -171,41 +202,100 @@ async def _serve_slots(conn, engine, ready: dict | None = None) -> None:
                 return
 
     threading.Thread(target=read, daemon=True, name="recognizer-inbox").start()
+    ready = ready if ready is not None else {}
+    slots: dict[int, _Slot] = {}
+    to_load = list(range((preload or 0) - 1, -1, -1))
+
+    def slot_for(number: int) -> _Slot:
+        if number not in slots:
+            slots[number] = _Slot(ready.pop(number, None) or engine.recognizer())
+        return slots[number]
+
+    def load_one() -> bool:
+        """Load the next slot's recognizer not made yet; False when none is left to load."""
+        while to_load:
+            number = to_load.pop(0)
+            if number not in ready and number not in slots:
+                ready[number] = engine.recognizer()
+                return True
+        return False
+
+    async def answer(number: int, request_id: int, op: str, arg) -> None:
+        try:  # an engine that fails to make a recognizer fails this request, not the worker
+            conn.send((request_id, True, await slot_for(number).run(op, arg)))
+        except Exception as exc:
+            conn.send((request_id, False, f"{type(exc).__name__}"))
+
+    probe = slot_for(next(iter(ready))).recognizer if ready else None
+    if probe is not None and any(
+        inspect.iscoroutinefunction(getattr(probe, name, None)) for name in ("feed", "finish")
+    ):
+        await _serve_concurrently(inbox, answer, load_one)
+    else:
+        await _serve_in_turn(inbox, answer, load_one)
+
+
+async def _serve_in_turn(inbox: asyncio.Queue, answer, load_one) -> None:
+    """One request at a time, in the order :func:`_turn` gives."""
+    pending: dict[int, list] = {}  # slot -> [(seq, request_id, op, arg)], in order
+    seq = itertools.count()
+    while True:
+        if pending:
+            await asyncio.sleep(0)  # let answers out and the reader's messages in
+            messages = []
+        else:
+            if inbox.empty():
+                load_one()  # idle: load a recognizer that a later utterance will use
+            messages = [await inbox.get()]
+        while not inbox.empty():
+            messages.append(inbox.get_nowait())
+        for message in messages:
+            if message is None:
+                return
+            request_id, op, number, arg = message
+            pending.setdefault(number, []).append((next(seq), request_id, op, arg))
+        if not pending:
+            continue
+        number = min(pending, key=lambda n: _turn(pending[n]))
+        _, request_id, op, arg = pending[number].pop(0)
+        if not pending[number]:
+            del pending[number]
+        await answer(number, request_id, op, arg)
+
+
+def _turn(requests: list) -> tuple[int, int]:
+    """A slot's place in line: slots with a ``finish`` waiting first, the one whose finish
+    came first; then the others, the oldest request first."""
+    finish = next((seq for seq, _, op, _ in requests if op == "finish"), None)
+    return (0, finish) if finish is not None else (1, requests[0][0])
+
+
+async def _serve_concurrently(inbox: asyncio.Queue, answer, load_one) -> None:
+    """Each slot's requests in order in a task of its own: many utterances in flight."""
+    loop = asyncio.get_running_loop()
     queues: dict[int, asyncio.Queue] = {}
     tasks: set[asyncio.Task] = set()
 
-    ready = ready or {}
-
-    async def run_slot(slot: int, queue: asyncio.Queue) -> None:
-        recognizer = ready.pop(slot, None) or engine.recognizer()
-        context: dict = {}
+    async def run_slot(number: int, queue: asyncio.Queue) -> None:
         while True:
             request_id, op, arg = await queue.get()
-            try:
-                if op == "start":
-                    context = dict(arg["context"])
-                    result = await _call(
-                        recognizer.start, context, language=arg["language"], hints=arg["hints"]
-                    )
-                elif op == "feed":
-                    result = as_hypothesis(await _call(recognizer.feed, arg))
-                else:
-                    final = as_hypothesis(await _call(recognizer.finish)) or Hypothesis("")
-                    result, context = (final, context), {}
-                conn.send((request_id, True, result))
-            except Exception as exc:
-                conn.send((request_id, False, f"{type(exc).__name__}"))
+            await answer(number, request_id, op, arg)
 
+    async def load_rest() -> None:
+        await asyncio.sleep(0)  # requests first: a load blocks this loop while it runs
+        while load_one():
+            await asyncio.sleep(0)
+
+    tasks.add(loop.create_task(load_rest()))
     while True:
         message = await inbox.get()
         if message is None:
             break
-        request_id, op, slot, arg = message
-        queue = queues.get(slot)
+        request_id, op, number, arg = message
+        queue = queues.get(number)
         if queue is None:
-            queue = queues[slot] = asyncio.Queue()
-            task = loop.create_task(run_slot(slot, queue))
-            tasks.add(task)
+            queue = queues[number] = asyncio.Queue()
+            tasks.add(loop.create_task(run_slot(number, queue)))
         queue.put_nowait((request_id, op, arg))
     for task in tasks:
         task.cancel()
