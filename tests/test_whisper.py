@@ -153,3 +153,22 @@ async def test_a_language_the_engine_lacks_is_refused(api, engine_pool):
         "hints": ["grade the essays"],
     }
     await comm.disconnect()
+
+
+def test_whisper_hears_the_command_words_that_it_wrote_as_other_words_without_a_prompt():
+    """tiny.en alone wrote "and milk to my list", "Consumer" and "What if on my list?" for
+    these; the prompt (one example of each command, none with these task words) fixes that,
+    and WHISPER_PROMPT="" is Whisper without it."""
+    from django.test import override_settings
+
+    from sessions_app.audio.whisper_engine import WhisperDecoder
+    from tasks_app import intents
+
+    clips = {"add_milk_to_my_list": "todo", "confirm": "confirm", "what_is_on_my_list": "list"}
+    decoder = WhisperDecoder()
+    heard = {name: decoder.decode(load(name), language="en-US").text for name in clips}
+    assert {n: intents.parse(t, now=1.8e9).name for n, t in heard.items()} == clips, heard
+    assert heard["add_milk_to_my_list"].lower().startswith("add milk to my list")
+    with override_settings(WHISPER_PROMPT=""):
+        bare = WhisperDecoder()
+    assert bare.prompt == "" and bare.decode(load("confirm"), language="en-US").text

@@ -149,6 +149,10 @@ WHISPER_MODEL = os.environ.get("WHISPER_MODEL", "")
 WHISPER_COMPUTE_TYPE = os.environ.get("WHISPER_COMPUTE_TYPE", "int8")
 WHISPER_CPU_THREADS = _env_int("WHISPER_CPU_THREADS", 1)  # per recognizer worker process
 WHISPER_BEAM_SIZE = _env_int("WHISPER_BEAM_SIZE", 1)
+# Text Whisper reads as if said just before each utterance: unset, one example of each command
+# (sessions_app.audio.whisper_engine.COMMAND_PROMPT), so it writes "add" where it heard
+# "and"; "" for none (open dictation that is not commands).
+WHISPER_PROMPT = os.environ.get("WHISPER_PROMPT")
 # --- end speech recognition engines ---
 # Text frames other than audio (typed utterances, pings, control messages) per socket: a
 # token bucket of SOCKET_MESSAGE_RATE a second after a burst of SOCKET_MESSAGE_BURST (0: off).
