@@ -7,9 +7,12 @@ pauses, the pipeline asks :func:`silence_needed` about the live partial transcri
   last task``, ``confirm``) ends after :data:`CLOSED_MS` of silence;
 - a command whose text could go on (``create a task to grade the essays``, ``remind me to
   call mom tomorrow``) ends after :data:`OPEN_MS`;
-- anything else (no command yet, or words that cannot end a sentence: "remind me to", "add
-  the", "call mom at") waits the full ``silence_duration_ms``, so a speaker who pauses mid-
-  sentence is not cut off.
+- words that cannot be a whole sentence wait the full ``silence_duration_ms``, so that a
+  speaker who pauses mid-sentence is not cut off: words a sentence does not end on ("remind
+  me to", "add the", "call mom at"), or only the opening words of a command ("take a note",
+  "add", "create a task", "what do i have": :func:`openings`);
+- anything else, words that are no command but could be a whole sentence ("paper", a
+  command misheard), ends after :data:`OPEN_MS` too: nothing suggests more is coming.
 
 The intent parser (``tasks_app.intents``) decides what is a command; it runs on the event
 loop once per pause and new partial (about 0.3 ms, a reminder's time phrase up to ~10 ms),
@@ -17,6 +20,7 @@ never per frame.
 """
 
 import time
+from functools import cache
 
 from tasks_app import intents
 
@@ -33,15 +37,57 @@ CLOSED_INTENTS = frozenset({"list", "confirm", "cancel_last", "remove"})
 DONE_WORDS = frozenset({"done", "finished", "complete", "completed"})
 
 
+@cache
+def openings() -> frozenset[str]:
+    """Every beginning of a command that is not yet one: each template's words before its
+    first wildcard, and every shorter run of them ("take", "take a", "take a note"; "what",
+    ..., "what do i have" of "what do i have to do")."""
+    from hassil.sample import sample_intents
+
+    templates = intents.templates()
+    found = set()
+    for _, text in sample_intents(
+        templates, slot_lists=_wildcards(templates), exclude_sentences_with_wildcards=False
+    ):
+        words = intents.normalise(text.split("__slot__")[0]).split()
+        whole = "__slot__" not in text
+        for end in range(1, len(words) + (0 if whole else 1)):
+            found.add(" ".join(words[:end]))
+    return frozenset(found)
+
+
+def _wildcards(templates) -> dict:
+    """A placeholder for every wildcard the templates use, so that sampling stops there."""
+    from hassil.expression import ListReference
+    from hassil.intents import TextSlotList
+
+    names: set[str] = set()
+
+    def walk(expression) -> None:
+        if isinstance(expression, ListReference):
+            names.add(expression.list_name)
+        for item in getattr(expression, "items", ()) or ():
+            walk(item)
+        if getattr(expression, "expression", None) is not None:
+            walk(expression.expression)
+
+    for intent in templates.intents.values():
+        for data in intent.data:
+            for sentence in data.sentences:
+                walk(sentence.expression if hasattr(sentence, "expression") else sentence)
+    return {name: TextSlotList.from_strings(["__slot__"]) for name in names}
+
+
 def silence_needed(text: str) -> int | None:
-    """Milliseconds of silence after which ``text`` is a whole turn; None: not a command yet."""
+    """Milliseconds of silence after which ``text`` is a whole turn; None: not a whole
+    sentence yet (wait the session's full silence)."""
     norm = intents.normalise(text)
     words = norm.split()
-    if not words or words[-1] in CONTINUING:
+    if not words or words[-1] in CONTINUING or norm in openings():
         return None
     name = intents.parse(norm, now=time.time()).name
     if name == "unknown":
-        return None
+        return OPEN_MS  # a whole sentence that is no command (or a command misheard)
     if name in CLOSED_INTENTS:
         return CLOSED_MS
     if name == "todo" and words[-1] == "list":

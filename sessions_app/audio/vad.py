@@ -3,10 +3,17 @@
 Speech starts when most of the last ~240 ms is voiced, and stops after the session's
 ``silence_duration_ms`` of silence (never, in manual turn detection: only a commit ends it).
 The session's ``prefix_padding_ms`` before the start is kept, so the first syllable is not cut.
+
+In speech, a frame is silent when the VAD says so, or when it is :data:`GATE_DB` quieter than
+the utterance's loudest voiced frame so far. WebRTC's VAD holds "speech" for 90-200 ms after
+the last sound (its hangover), which every turn's end waited for on top of its silence; a
+frame that far below the speaker's own level is the fading end, not speech. A noise floor
+less than ``GATE_DB`` below the voice never trips it, and the VAD decides alone.
 """
 
 from collections import deque
 
+import numpy as np
 import webrtcvad
 
 from sessions_app.audio.formats import TARGET_RATE
@@ -19,6 +26,13 @@ START_VOICED = 5  # of which at least this many voiced
 SILENCE_MS = DEFAULT.silence_duration_ms
 PREROLL_FRAMES = DEFAULT.prefix_padding_ms // FRAME_MS
 PAUSE_FRAMES = 3  # 90 ms of silence in speech: a pause (the pipeline checks the partial)
+GATE_DB = 40  # in speech, a frame this much below the loudest voiced one is silence
+_GATE_RATIO = 10 ** (GATE_DB / 10)  # in energy
+
+
+def _energy(frame: bytes) -> int:
+    samples = np.frombuffer(frame, dtype="<i2").astype(np.int64)
+    return int(np.dot(samples, samples))
 
 
 class Segmenter:
@@ -31,6 +45,7 @@ class Segmenter:
         self._silent = 0
         self.in_speech = False
         self._early_limit: int | None = None
+        self._loudest = 0  # the utterance's loudest voiced frame's energy
         self.configure(turns)
 
     @property
@@ -73,6 +88,7 @@ class Segmenter:
                 if voiced and self._window.count(True) >= START_VOICED:
                     self.in_speech = True
                     self._silent = 0
+                    self._loudest = max(_energy(f) for f, v in self._recent if v)
                     frames = (
                         list(self._recent)[-self._preroll_frames :] if self._preroll_frames else []
                     )
@@ -82,6 +98,12 @@ class Segmenter:
                     out.append(("start", preroll))
             else:
                 out.append(("audio", frame))
+                if voiced:
+                    energy = _energy(frame)
+                    if energy > self._loudest:
+                        self._loudest = energy
+                    elif energy * _GATE_RATIO < self._loudest:
+                        voiced = False  # the fading end of a sound, held by the VAD
                 if voiced:
                     if self._silent >= PAUSE_FRAMES:
                         self._early_limit = None  # the speaker went on: wait for new words
