@@ -188,6 +188,8 @@ async def test_in_manual_mode_only_audio_commit_ends_the_turn(api):
         ("add eggs to my list", "closed"),
         ("cancel the last task", "closed"),
         ("confirm", "closed"),
+        ("yes", "closed"),
+        ("yes please", "closed"),
         ("create a task to grade the essays", "open"),
         ("remind me to call mom tomorrow", "open"),
         ("take a note the projector is broken", "open"),

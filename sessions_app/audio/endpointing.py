@@ -30,7 +30,7 @@ OPEN_MS = 390
 _CONTINUING = (
     "a an the to and or but at on in of for with by from about into onto my your his her "
     "their our this that these those is are was be am i me we you it um uh er so then "
-    "before after until when while if as than please"
+    "before after until when while if as than"
 )
 CONTINUING = frozenset(_CONTINUING.split())
 CLOSED_INTENTS = frozenset({"list", "confirm", "cancel_last", "remove"})
@@ -83,11 +83,11 @@ def silence_needed(text: str) -> int | None:
     sentence yet (wait the session's full silence)."""
     norm = intents.normalise(text)
     words = norm.split()
-    if not words or words[-1] in CONTINUING or norm in openings():
+    if not words or words[-1] in CONTINUING:
         return None
     name = intents.parse(norm, now=time.time()).name
-    if name == "unknown":
-        return OPEN_MS  # a whole sentence that is no command (or a command misheard)
+    if name == "unknown":  # a command's opening words, or a whole sentence that is none
+        return None if norm in openings() else OPEN_MS
     if name in CLOSED_INTENTS:
         return CLOSED_MS
     if name == "todo" and words[-1] == "list":
