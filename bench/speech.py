@@ -1,6 +1,7 @@
 """Speech accuracy and speed, through a real daphne worker, at real time.
 
     python -m bench.speech [accuracy] [latency] [rtf] [capacity] [heldout] [turns] [--quick]
+                           [--server=daphne] [--server=uvicorn]
 
 * accuracy: the command phrases of CONTRACT 2a, spoken by espeak-ng in several voices and
   speeds, streamed at real time; one session per voice and speed says them all in turn (as a
@@ -162,11 +163,15 @@ def _push_to_talk(audio: bytes) -> bytes:
 async def _talker(
     host: str, clips: list[bytes], seconds: float, latencies: list[float], stagger: float = 0.0
 ) -> None:
-    """One speaker: commands back to back at real time, each ended by ``audio.commit``."""
+    """One speaker: commands back to back at real time, each ended by ``audio.commit``
+    (push-to-talk: the session's turn detection is manual, so no silence ends a turn first
+    and the final is timed from the commit)."""
     session = create_session(host, f"talker-{time.monotonic_ns()}")
     url = f"ws://{host}" + session["websocket_url"].split(host, 1)[1]
     async with websockets.connect(url, max_queue=None) as ws:
         await ws.recv()
+        await ws.send(json.dumps({"type": "session.update", "turn_detection": None}))
+        await ws.recv()  # session.ready again, with "turn_detection": {"type": "none"}
         await asyncio.sleep(stagger)  # real speakers do not all finish at the same instant
         end = time.monotonic() + seconds
         for clip in itertools.cycle(clips):
@@ -266,11 +271,15 @@ def main(argv: list[str]) -> None:
     if "rtf" in wanted:
         results["rtf"] = rtf(quick)
     live = [w for w in wanted if w in ("accuracy", "latency", "capacity")]
-    if live:
-        with serve("daphne") as (host, _pid):
+    # --server=uvicorn (as make serve and docs/operations.md run it) or daphne (the default).
+    servers = [a.split("=", 1)[1] for a in argv if a.startswith("--server=")] or ["daphne"]
+    for server in servers if live else []:
+        with serve(server) as (host, _pid):
             for name in live:
-                results[name] = asyncio.run({"accuracy": accuracy, "latency": latency,
-                                             "capacity": capacity}[name](host, quick))  # fmt: skip
+                key = name if server == "daphne" else f"{name} ({server})"
+                print(f"\n{name} under {server}", flush=True)
+                results[key] = asyncio.run({"accuracy": accuracy, "latency": latency,
+                                            "capacity": capacity}[name](host, quick))  # fmt: skip
     print(f"\nsaved {save('speech', results)}")
 
 
