@@ -31,13 +31,15 @@ FAST = override_settings(AUDIO_RATE_LIMIT_FACTOR=1000)
 def pcm24(name: str, *, silence_after: float = 1.2) -> bytes:
     """A fixture WAV as OpenAI's pcm16: 24 kHz, 16-bit little-endian, mono, with silence.
 
-    ``silence_after=0`` also drops most of the WAV's own silent tail (about a second), so that
-    the speech has not ended by VAD when the audio does.
+    ``silence_after=0`` also drops the WAV's own silent tail from 50 ms after the last sound
+    (over about -50 dBFS), so that the speech has not ended by VAD when the audio does: even
+    a whole command's early end needs 240 ms of silence.
     """
     with wave.open(str(AUDIO / f"{name}.wav")) as w:
         pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
     if not silence_after:
-        pcm = pcm[: -16000 * 9 // 10]
+        last_sound = int(np.nonzero(np.abs(pcm.astype(np.int32)) > 100)[0][-1])
+        pcm = pcm[: last_sound + 800]
     speech = soxr.resample(pcm, 16000, 24000).astype("<i2")
     quiet = np.zeros(int(24000 * silence_after), dtype="<i2")
     return np.concatenate([np.zeros(4800, dtype="<i2"), speech, quiet]).tobytes()
