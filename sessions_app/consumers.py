@@ -120,15 +120,21 @@ class VoiceConsumer(FastAsyncWebsocketConsumer):
         if session_id is None:
             await self._refuse(4404, "session not found")
             return
+        record = await self._claim(session_id, token, self._refuse)
+        if record is not None:
+            await self._attach(session_id, record)
+
+    async def _claim(self, session_id: str, token: str, refuse) -> dict | None:
+        """Take the session over with its token (``services.asession_connect``): its record,
+        or None once ``refuse(code, reason)`` has told the client why not (a refusal, or the
+        state store out of reach: 1011)."""
         try:
-            record = await services.asession_connect(session_id=session_id, token=token)
+            return await services.asession_connect(session_id=session_id, token=token)
         except services.ConnectRefused as refused:
-            await self._refuse(refused.code, refused.reason)
-            return
+            await refuse(refused.code, refused.reason)
         except KVUnavailable:
-            await self._refuse(1011, "state unavailable")
-            return
-        await self._attach(session_id, record)
+            await refuse(1011, "state unavailable")
+        return None
 
     def _open_state(self) -> None:
         """What a socket of any dialect starts with, before it is attached to a session."""

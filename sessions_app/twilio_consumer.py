@@ -42,7 +42,6 @@ import structlog
 from django.conf import settings
 
 from core import metrics
-from core.kv import KVUnavailable
 from sessions_app import services
 from sessions_app.audio import synthesis
 from sessions_app.audio.speaker import OutputAudio
@@ -83,13 +82,8 @@ class TwilioConsumer(VoiceConsumer):
         if session_id is None:
             await self._close(4401, "token forged or expired")
             return
-        try:
-            record = await services.asession_connect(session_id=session_id, token=token)
-        except services.ConnectRefused as refused:
-            await self._close(refused.code, refused.reason)
-            return
-        except KVUnavailable:
-            await self._close(1011, "state unavailable")
+        record = await self._claim(session_id, token, self._close)  # accepted: close, not refuse
+        if record is None:
             return
         if self.start_timer is not None:
             self.start_timer.cancel()
