@@ -51,12 +51,6 @@ def redis_settings(url: str) -> dict:
                 "KEY_PREFIX": "vs-test",
                 "OPTIONS": options,
             },
-            "throttle": {
-                "BACKEND": "django.core.cache.backends.redis.RedisCache",
-                "LOCATION": url,
-                "KEY_PREFIX": "vs-test-throttle",
-                "OPTIONS": options,
-            },
         },
         "CHANNEL_LAYERS": {
             "default": {
@@ -73,8 +67,7 @@ def redis_settings(url: str) -> dict:
 
 def _reset_state() -> None:
     kv.reset_kv()
-    for alias in ("default", "throttle"):
-        caches[alias].clear()
+    caches["default"].clear()
     clock.reset()
 
 

@@ -329,12 +329,6 @@ if REDIS_URL:
             "TIMEOUT": None,
             "OPTIONS": _redis_options,
         },
-        "throttle": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "vs") + "-throttle",
-            "OPTIONS": _redis_options,
-        },
     }
     _layer_prefix = os.environ.get("CACHE_KEY_PREFIX", "vs") + "-layer"
     CHANNEL_LAYERS = {
@@ -368,10 +362,6 @@ else:
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
             "LOCATION": "voice-state",
             "TIMEOUT": None,
-        },
-        "throttle": {
-            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-            "LOCATION": "voice-throttle",
         },
     }
     CHANNEL_LAYERS = {
