@@ -42,40 +42,21 @@ def openings() -> frozenset[str]:
     """Every beginning of a command that is not yet one: each template's words before its
     first wildcard, and every shorter run of them ("take", "take a", "take a note"; "what",
     ..., "what do i have" of "what do i have to do")."""
+    from hassil.intents import TextSlotList
     from hassil.sample import sample_intents
 
     templates = intents.templates()
+    # Every slot is a wildcard list (en.yaml's lists): a placeholder stops sampling there.
+    stops = {name: TextSlotList.from_strings(["__slot__"]) for name in templates.slot_lists}
     found = set()
     for _, text in sample_intents(
-        templates, slot_lists=_wildcards(templates), exclude_sentences_with_wildcards=False
+        templates, slot_lists=stops, exclude_sentences_with_wildcards=False
     ):
         words = intents.normalise(text.split("__slot__")[0]).split()
         whole = "__slot__" not in text
         for end in range(1, len(words) + (0 if whole else 1)):
             found.add(" ".join(words[:end]))
     return frozenset(found)
-
-
-def _wildcards(templates) -> dict:
-    """A placeholder for every wildcard the templates use, so that sampling stops there."""
-    from hassil.expression import ListReference
-    from hassil.intents import TextSlotList
-
-    names: set[str] = set()
-
-    def walk(expression) -> None:
-        if isinstance(expression, ListReference):
-            names.add(expression.list_name)
-        for item in getattr(expression, "items", ()) or ():
-            walk(item)
-        if getattr(expression, "expression", None) is not None:
-            walk(expression.expression)
-
-    for intent in templates.intents.values():
-        for data in intent.data:
-            for sentence in data.sentences:
-                walk(sentence.expression if hasattr(sentence, "expression") else sentence)
-    return {name: TextSlotList.from_strings(["__slot__"]) for name in names}
 
 
 def silence_needed(text: str) -> int | None:
