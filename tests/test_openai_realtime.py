@@ -20,6 +20,7 @@ from django.test import override_settings
 
 from sessions_app.realtime_openai import ALAW_TO_PCM, delta_for, stable_text
 from tests.conftest import adelete, aget, create_session, hold, receive_until
+from tests.test_speech import last_sound
 from voiceproject.asgi import application
 
 pytestmark = pytest.mark.django_db(databases=[])
@@ -38,8 +39,7 @@ def pcm24(name: str, *, silence_after: float = 1.2) -> bytes:
     with wave.open(str(AUDIO / f"{name}.wav")) as w:
         pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
     if not silence_after:
-        last_sound = int(np.nonzero(np.abs(pcm.astype(np.int32)) > 100)[0][-1])
-        pcm = pcm[: last_sound + 800]
+        pcm = pcm[: last_sound(pcm.tobytes()) + 800]
     speech = soxr.resample(pcm, 16000, 24000).astype("<i2")
     quiet = np.zeros(int(24000 * silence_after), dtype="<i2")
     return np.concatenate([np.zeros(4800, dtype="<i2"), speech, quiet]).tobytes()

@@ -31,6 +31,12 @@ def load(name: str) -> bytes:
         return w.readframes(w.getnframes())
 
 
+def last_sound(pcm16: bytes) -> int:
+    """Sample index just after the last sample over about -50 dBFS (amplitude 100)."""
+    samples = np.abs(np.frombuffer(pcm16, dtype="<i2").astype(np.int32))
+    return int(np.nonzero(samples > 100)[0][-1]) + 1
+
+
 def mulaw_encode(pcm: np.ndarray) -> bytes:
     """G.711 mu-law by nearest table entry (the inverse of the service's decode table)."""
     order = np.argsort(MULAW_TO_PCM)
