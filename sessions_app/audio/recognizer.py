@@ -32,6 +32,7 @@ batch, never per frame.
 import asyncio
 import atexit
 import contextlib
+import faulthandler
 import inspect
 import itertools
 import multiprocessing
@@ -145,6 +146,9 @@ def _serve(conn, engine_path: str, first_slot: int | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    # An engine that crashes in native code (a segfault) leaves its Python stack in the
+    # server's log, not a bare "recognizer_worker_died" (stacks name code, never audio).
+    faulthandler.enable()
     if os.environ.get("DJANGO_SETTINGS_MODULE"):
         import django
 
