@@ -22,6 +22,8 @@ DEFAULT_CMN = os.environ.get(
 
 
 FRAME_SECONDS = 0.01  # PocketSphinx's frame rate: 100 a second
+LIVE_PIECE_BYTES = 640  # 20 ms of 16 kHz PCM16: the most one live call gets (``feed``)
+MIN_WHOLE_BYTES = 6400  # 200 ms: a shorter utterance gets no second pass (its final is live)
 FILLERS = ("<s>", "</s>", "<sil>", "[NOISE]", "<unk>")
 
 
@@ -92,7 +94,11 @@ class PocketSphinxRecognizer:
     def feed(self, pcm16: bytes) -> Hypothesis | None:
         if self._second_pass:
             self._audio += pcm16
-        self._decoder.process_raw(pcm16, False, False)
+        # In pieces of 20 ms: after a whole-utterance decode (the second pass), PocketSphinx
+        # 5.0.4 sizes a buffer to that utterance, and a later live call with more audio than
+        # that overran it and crashed the worker (a segfault; tests/test_speech.py).
+        for start in range(0, len(pcm16), LIVE_PIECE_BYTES):
+            self._decoder.process_raw(pcm16[start : start + LIVE_PIECE_BYTES], False, False)
         hyp = self._decoder.hyp()
         return Hypothesis(hyp.hypstr) if hyp is not None and hyp.hypstr else None
 
@@ -100,7 +106,7 @@ class PocketSphinxRecognizer:
         self._decoder.end_utt()
         self._in_utt = False
         self._context["cmn"] = self._decoder.get_cmn()
-        if self._second_pass and self._audio:
+        if self._second_pass and len(self._audio) >= MIN_WHOLE_BYTES:
             self._decoder.start_utt()
             self._decoder.process_raw(bytes(self._audio), False, True)
             self._decoder.end_utt()
