@@ -83,9 +83,16 @@ def browser():
 
 
 def _wait(driver, predicate, timeout: float = 30, what: str = "condition"):
+    """``predicate(driver)`` once it is true. An element the page re-rendered meanwhile (the
+    task list does at every task event) counts as not yet."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        result = predicate(driver)
+        try:
+            result = predicate(driver)
+        except StaleElementReferenceException:
+            result = None
         if result:
             return result
         time.sleep(0.2)

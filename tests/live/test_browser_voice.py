@@ -57,7 +57,13 @@ def test_the_page_speaks_a_reply_and_stops_when_the_user_talks_over_it(server, b
     assert "interrupted after" in browser.find_element(By.ID, "speaking").text
     browser.find_element(By.ID, "mic").click()  # microphone off
 
-    browser.find_element(By.CSS_SELECTOR, "#tasks button[name^=confirm-]").click()
+    def confirm(driver) -> bool:
+        # The microphone's own "remind me to buy milk tomorrow" re-renders the task list, and
+        # a button found before that is gone (stale): find it again.
+        driver.find_element(By.CSS_SELECTOR, "#tasks button[name^=confirm-]").click()
+        return True
+
+    _wait(browser, confirm, what="a confirm button to click")
     _wait(browser, lambda d: "queued" in d.find_element(By.ID, "tasks").text, what="confirm")
     browser.save_screenshot(str(SCREENSHOTS / "client-voice.png"))
     assert _console_errors(browser) == []
