@@ -276,3 +276,21 @@ def redis_dump(client) -> dict[bytes, bytes]:
             value = b""
         out[key] = value
     return out
+
+
+@pytest.fixture
+def pools():
+    """``pools(engine_path, size)``: a recognizer pool with one worker process, stopped after
+    the test."""
+    from sessions_app.audio.recognizer import RecognizerPool
+
+    made = []
+
+    def make(path: str, size: int) -> RecognizerPool:
+        pool = RecognizerPool(engine_path=path, size=size, processes=1)
+        made.append(pool)
+        return pool
+
+    yield make
+    for pool in made:
+        pool.stop()

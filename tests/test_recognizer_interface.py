@@ -9,25 +9,10 @@ import pytest
 from sessions_app.audio.recognizer import (
     Capabilities,
     Hypothesis,
-    RecognizerPool,
     TranscriptionError,
     check_transcription,
     engine_capabilities,
 )
-
-
-@pytest.fixture
-def pools():
-    made = []
-
-    def make(path: str, size: int) -> RecognizerPool:
-        pool = RecognizerPool(engine_path=path, size=size, processes=1)
-        made.append(pool)
-        return pool
-
-    yield make
-    for pool in made:
-        pool.stop()
 
 
 async def test_an_async_engine_runs_two_utterances_at_once_in_one_worker(pools):

@@ -283,36 +283,27 @@ async def test_a_dead_recognizer_worker_fails_only_the_utterance_in_flight(api):
     await comm.disconnect()
 
 
-async def test_one_recognizer_hears_a_short_first_utterance_then_a_long_one(monkeypatch):
+async def test_one_recognizer_hears_a_short_first_utterance_then_a_long_one(monkeypatch, pools):
     """Two connections' first utterances on one pool slot, so both get the second pass. A
     live call with more audio than the whole utterance decoded before it on the same
     PocketSphinx decoder crashed the worker (a segfault); live audio goes in 20 ms pieces now.
     The batch sizes are the ones a Realtime client's burst gave."""
-    from sessions_app.audio.recognizer import RecognizerPool
-
     monkeypatch.setenv("POCKETSPHINX_SECOND_PASS", "first")  # the default; the worker inherits it
-    pool = RecognizerPool(
-        engine_path="sessions_app.audio.pocketsphinx_engine.PocketSphinxEngine",
-        size=1,
-        processes=1,
-    )
-    try:
-        heard = []
-        short = load("confirm")[:45120]
-        long = bytes(6400) + load("take_a_note_park_level_three") + bytes(48000)
-        for batches in ([short], [long[:52800], long[52800:]]):
-            recognizer = await pool.acquire(timeout=30)
-            try:
-                await recognizer.start({"source_rate": 24000})
-                for batch in batches:
-                    await recognizer.feed(batch)
-                heard.append((await recognizer.finish()).text)
-            finally:
-                pool.release(recognizer)
-        assert heard == ["confirm", "take a note park on level three"]
-        assert pool.alive_processes() == 1
-    finally:
-        pool.stop()
+    pool = pools("sessions_app.audio.pocketsphinx_engine.PocketSphinxEngine", 1)
+    heard = []
+    short = load("confirm")[:45120]
+    long = bytes(6400) + load("take_a_note_park_level_three") + bytes(48000)
+    for batches in ([short], [long[:52800], long[52800:]]):
+        recognizer = await pool.acquire(timeout=30)
+        try:
+            await recognizer.start({"source_rate": 24000})
+            for batch in batches:
+                await recognizer.feed(batch)
+            heard.append((await recognizer.finish()).text)
+        finally:
+            pool.release(recognizer)
+    assert heard == ["confirm", "take a note park on level three"]
+    assert pool.alive_processes() == 1
 
 
 @FAST
